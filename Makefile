@@ -1,0 +1,54 @@
+# The verbs people type. Every target creates what it needs on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# SAM CLI and cfn-lint pin their own boto3/botocore ranges: they live in their own venv so they
+# never constrain the function's dependencies.
+TOOLS := .tools
+SAM := $(TOOLS)/sam/bin/sam
+CFN_LINT := $(TOOLS)/sam/bin/cfn-lint
+export SAM_CLI_TELEMETRY := 0
+export AWS_DEFAULT_REGION ?= us-east-1
+export FANOUT_SAM := $(abspath $(SAM))
+export FANOUT_CFN_LINT := $(abspath $(CFN_LINT))
+
+.PHONY: setup demo test unit integration template lint bench build clean
+
+setup: $(VENV)/.installed $(TOOLS)/sam/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+$(TOOLS)/sam/.installed:
+	$(PYTHON) -m venv $(TOOLS)/sam
+	$(TOOLS)/sam/bin/pip install --quiet --disable-pip-version-check aws-sam-cli cfn-lint
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/fanout demo
+
+test: setup lint
+	$(PY) -m pytest
+
+unit: $(VENV)/.installed
+	$(PY) -m pytest tests/unit
+
+integration: $(VENV)/.installed
+	$(PY) -m pytest tests/integration
+
+template: setup
+	$(PY) -m pytest tests/template
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+build: setup
+	PYENV_VERSION=3.11.7:3.12.1:3.13.0 $(SAM) build
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,48 @@
+"""Lambda entry point: a thin adapter from the SQS event to the batch worker.
+
+The worker (sessions, clients, rate buckets) is built on the first invocation and kept for the
+life of the execution environment; ``reset()`` drops it (tests, local poller after env changes).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from handler.deadline import Deadline
+from handler.settings import get_settings
+from handler.worker import BatchWorker
+
+logger = Logger()
+# Every record failing is reported as such, not raised: SQS handles both the same way, and a
+# raised error would count as a function error in the alarms.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+@cache
+def _worker() -> BatchWorker:
+    return BatchWorker.from_settings(get_settings())
+
+
+def reset() -> None:
+    """Forget settings, sessions and clients (the next call reads the environment again)."""
+    get_settings.cache_clear()
+    _worker.cache_clear()
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    records = event.get("Records", [])
+    verdicts = _worker().process(records, Deadline(context.get_remaining_time_in_millis))
+    return process_partial_response(
+        event=event, record_handler=verdicts.settle, processor=processor, context=context
+    )

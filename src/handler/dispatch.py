@@ -1,0 +1,214 @@
+"""Run the jobs of one batch: plan calls, respect rate keys, run accounts in parallel.
+
+Calls that share a rate key (account, region, API) form a lane and run one after another through
+that key's token bucket; lanes run concurrently in a bounded thread pool. Each job ends with one
+:class:`JobOutcome`: succeeded, retry (redeliver) or failed (dead-letter).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from handler.credentials import SessionCache
+from handler.deadline import Deadline
+from handler.exceptions import (
+    DeadlineExceededError,
+    FanoutError,
+    PermanentError,
+    RetryableError,
+    ThrottledError,
+    classify_aws_error,
+)
+from handler.ratelimit import RateLimiter, TokenBucket
+from handler.retry import call_with_retry
+from tasks.base import Call, Job, Task, TaskResult
+from tasks.registry import get_task
+
+__all__ = ["Dispatcher", "JobOutcome", "JobState"]
+
+logger = Logger(child=True)
+
+
+class JobState(StrEnum):
+    SUCCEEDED = "succeeded"
+    RETRY = "retry"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    job: Job
+    state: JobState
+    result: TaskResult | None = None
+    error: FanoutError | None = None
+
+
+class _TargetContext:
+    """The :class:`TaskContext` handed to a plugin's ``run``."""
+
+    def __init__(self, sessions: SessionCache, call: Call, task: Task) -> None:
+        self._sessions = sessions
+        self._call = call
+        # Calls of non-idempotent tasks get no botocore retries: a retried 5xx could run twice.
+        self._attempts = 2 if task.idempotent else 1
+
+    @property
+    def account(self) -> str:
+        return self._call.account
+
+    @property
+    def region(self) -> str:
+        return self._call.region
+
+    def client(self, service: str, *, account: str | None = None, region: str | None = None) -> Any:
+        return self._sessions.client(
+            service,
+            account=account or self._call.account,
+            region=region or self._call.region,
+            request_id=self._call.request_ids[0],
+            max_attempts=self._attempts,
+        )
+
+
+class _Durations:
+    """How long a task's calls take here; the time budget reserves that before starting one."""
+
+    def __init__(self, default_s: float = 2.0) -> None:
+        self._default = default_s
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def expected(self, task: str) -> float:
+        return self._seen.get(task, self._default)
+
+    def record(self, task: str, seconds: float) -> None:
+        with self._lock:
+            previous = self._seen.get(task)
+            # Decay slowly, jump up at once: a slow call must widen the margin immediately.
+            self._seen[task] = seconds if previous is None else max(seconds, 0.8 * previous)
+
+
+class Dispatcher:
+    """Runs jobs against target accounts; one per execution environment."""
+
+    def __init__(self, sessions: SessionCache, limiter: RateLimiter, *, max_workers: int) -> None:
+        self._sessions = sessions
+        self._limiter = limiter
+        self._max_workers = max_workers
+        self._durations = _Durations()
+
+    def run(self, jobs: Sequence[Job], deadline: Deadline) -> dict[str, JobOutcome]:
+        """Outcomes by job key, one for every job given."""
+        outcomes: dict[str, JobOutcome] = {}
+        lanes: dict[tuple[str, str, str], list[tuple[Task, Call]]] = defaultdict(list)
+        by_task: dict[str, list[Job]] = defaultdict(list)
+        for job in jobs:
+            by_task[job.task].append(job)
+        for name, task_jobs in by_task.items():
+            task = get_task(name)
+            live = [j for j in task_jobs if not j.dry_run]
+            for job in task_jobs:
+                if job.dry_run:
+                    outcomes[job.key] = _dry_run(job)
+            for call in task.plan(live):
+                lanes[task.rate_key(call)].append((task, call))
+        if not lanes:
+            return outcomes
+        workers = min(self._max_workers, len(lanes))
+        if workers == 1:
+            results = [self._run_lane(lane, deadline) for lane in lanes.values()]
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fanout") as pool:
+                futures = [pool.submit(self._run_lane, lane, deadline) for lane in lanes.values()]
+                results = [f.result() for f in futures]
+        for lane_outcomes in results:
+            outcomes.update((o.job.key, o) for o in lane_outcomes)
+        return outcomes
+
+    def _run_lane(self, lane: list[tuple[Task, Call]], deadline: Deadline) -> list[JobOutcome]:
+        outcomes: list[JobOutcome] = []
+        stop: RetryableError | None = None
+        for task, call in lane:
+            if stop is not None:
+                # The lane's quota is exhausted or time is up: the rest waits for redelivery.
+                outcomes.extend(_settle(call.jobs, JobState.RETRY, error=stop))
+                continue
+            call_outcomes = self._run_call(task, call, deadline)
+            outcomes.extend(call_outcomes)
+            error = call_outcomes[0].error
+            if isinstance(error, ThrottledError | DeadlineExceededError):
+                stop = error
+        return outcomes
+
+    def _run_call(self, task: Task, call: Call, deadline: Deadline) -> list[JobOutcome]:
+        expected = self._durations.expected(task.name)
+        if not deadline.allows(expected):
+            error = DeadlineExceededError(
+                f"not started: {deadline.remaining_s():.1f}s left, a call takes ~{expected:.1f}s"
+            )
+            return _settle(call.jobs, JobState.RETRY, error=error)
+        key = task.rate_key(call)
+        bucket = self._limiter.bucket(key, task.rate)
+        context = _TargetContext(self._sessions, call, task)
+
+        def attempt() -> TaskResult:
+            self._limiter.acquire(key, task.rate, max_wait=deadline.remaining_s() - expected)
+            try:
+                return task.run(context, call)
+            except Exception as exc:
+                raise classify_aws_error(exc, quota_codes=task.quota_codes) from exc
+
+        started = time.monotonic()
+        try:
+            result = call_with_retry(
+                attempt,
+                idempotent=task.idempotent,
+                deadline=deadline,
+                on_retry=lambda e: _log_retry(key, bucket, e),
+            )
+        except PermanentError as exc:
+            return _settle(call.jobs, JobState.FAILED, error=exc)
+        except RetryableError as exc:
+            if isinstance(exc, ThrottledError):
+                bucket.throttled()
+            return _settle(call.jobs, JobState.RETRY, error=exc)
+        finally:
+            self._durations.record(task.name, time.monotonic() - started)
+        bucket.succeeded()
+        return _settle(call.jobs, JobState.SUCCEEDED, result=result)
+
+
+def _log_retry(key: tuple[str, str, str], bucket: TokenBucket, error: FanoutError) -> None:
+    if isinstance(error, ThrottledError):
+        bucket.throttled()
+    logger.info(
+        "retrying call",
+        extra={"account": key[0], "api": key[2], "error_class": error.error_class},
+    )
+
+
+def _settle(
+    jobs: Iterable[Job],
+    state: JobState,
+    *,
+    result: TaskResult | None = None,
+    error: FanoutError | None = None,
+) -> list[JobOutcome]:
+    return [JobOutcome(job=j, state=state, result=result, error=error) for j in jobs]
+
+
+def _dry_run(job: Job) -> JobOutcome:
+    return JobOutcome(
+        job=job,
+        state=JobState.SUCCEEDED,
+        result=TaskResult(resource_id="dry-run", detail={"would_run": job.task}),
+    )

@@ -1,0 +1,106 @@
+"""The function's configuration: one validated object, built once per execution environment.
+
+Every environment variable the worker reads is named here and nowhere else. Build it with
+:func:`get_settings` (cached; tests call ``get_settings.cache_clear()`` after ``monkeypatch``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+
+from handler.exceptions import ConfigurationError
+
+__all__ = ["Settings", "get_settings"]
+
+_ACCOUNT_RE = re.compile(r"^\d{12}$")
+# IAM role names: 1-64 of [\w+=,.@-]; paths: "/" or "/segment/.../".
+_ROLE_NAME_RE = re.compile(r"^[\w+=,.@-]{1,64}$")
+_ROLE_PATH_RE = re.compile(r"^/(?:[\x21-\x7e]{1,510}/)?$")
+_EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigurationError(f"{name} must be true or false, got {value!r}")
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigurationError(f"{name} must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What the worker may do and where. Build with :meth:`from_env` or directly in tests."""
+
+    region: str
+    target_role_name: str
+    target_role_path: str = "/"
+    external_id: str | None = None
+    allowed_account_ids: frozenset[str] = frozenset()
+    allow_any_account: bool = False
+    dead_letter_queue_url: str | None = None
+    ledger_table: str | None = None
+    max_workers: int = 8
+    max_targets_per_message: int = 500
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
+        if not region:
+            raise ConfigurationError("AWS_REGION (or AWS_DEFAULT_REGION) must be set")
+        role_name = env.get("TARGET_ROLE_NAME", "").strip()
+        if not _ROLE_NAME_RE.match(role_name):
+            raise ConfigurationError(
+                f"TARGET_ROLE_NAME must be an IAM role name ([\\w+=,.@-], 1-64), got {role_name!r}"
+            )
+        role_path = env.get("TARGET_ROLE_PATH", "").strip() or "/"
+        if not _ROLE_PATH_RE.match(role_path):
+            raise ConfigurationError(
+                f"TARGET_ROLE_PATH must start and end with '/', got {role_path!r}"
+            )
+        external_id = env.get("EXTERNAL_ID", "").strip() or None
+        if external_id is not None and not _EXTERNAL_ID_RE.match(external_id):
+            raise ConfigurationError("EXTERNAL_ID must be 2-1224 of [\\w+=,.@:/-]")
+        accounts = frozenset(
+            a.strip() for a in env.get("ALLOWED_ACCOUNT_IDS", "").split(",") if a.strip()
+        )
+        bad = sorted(a for a in accounts if not _ACCOUNT_RE.match(a))
+        if bad:
+            raise ConfigurationError(f"ALLOWED_ACCOUNT_IDS has invalid account ids: {bad}")
+        return cls(
+            region=region,
+            target_role_name=role_name,
+            target_role_path=role_path,
+            external_id=external_id,
+            allowed_account_ids=accounts,
+            allow_any_account=_flag(env, "ALLOW_ANY_ACCOUNT"),
+            dead_letter_queue_url=env.get("DEAD_LETTER_QUEUE_URL", "").strip() or None,
+            ledger_table=env.get("LEDGER_TABLE", "").strip() or None,
+            max_workers=_positive_int(env, "MAX_WORKERS", 8),
+            max_targets_per_message=_positive_int(env, "MAX_TARGETS_PER_MESSAGE", 500),
+        )
+
+    def account_allowed(self, account: str) -> bool:
+        return self.allow_any_account or account in self.allowed_account_ids
+
+
+@cache
+def get_settings() -> Settings:
+    """The settings of this execution environment, read from the environment on first use."""
+    return Settings.from_env()

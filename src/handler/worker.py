@@ -1,0 +1,198 @@
+"""One SQS batch end to end: parse every record, dispatch all jobs together, settle each record.
+
+Jobs of the whole batch are dispatched together so that plugins can coalesce across messages
+and accounts run in parallel. Each record then gets one verdict: done (acknowledged, with any
+permanently failed targets dead-lettered) or retry (reported as a batch-item failure).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from handler.credentials import SessionCache
+from handler.deadletter import DeadLetters
+from handler.deadline import Deadline
+from handler.dispatch import Dispatcher, JobOutcome, JobState
+from handler.envelope import Envelope, parse_message
+from handler.exceptions import FanoutError, PermanentError, RetryableError, TransientError
+from handler.guard import authorize
+from handler.ratelimit import RateLimiter
+from handler.settings import Settings
+from tasks.base import Job
+
+__all__ = ["BatchVerdicts", "BatchWorker"]
+
+logger = Logger(child=True)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchVerdicts:
+    """Per message id: None when done, else the error that sends it back to the queue."""
+
+    errors: Mapping[str, FanoutError | None]
+
+    def settle(self, record: SQSRecord) -> str:
+        """Powertools record handler: raising marks the record as a batch-item failure."""
+        error = self.errors[record.message_id]
+        if error is not None:
+            raise error
+        return record.message_id
+
+
+class BatchWorker:
+    """Everything one execution environment keeps warm: sessions, buckets, dead letters."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: SessionCache,
+        dispatcher: Dispatcher,
+        dead_letters: DeadLetters,
+    ) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._dispatcher = dispatcher
+        self._dead_letters = dead_letters
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BatchWorker:
+        sessions = SessionCache(settings)
+        return cls(
+            settings,
+            sessions,
+            Dispatcher(sessions, RateLimiter(), max_workers=settings.max_workers),
+            DeadLetters(
+                settings.dead_letter_queue_url,
+                region=settings.region,
+                session=sessions.base_session,
+            ),
+        )
+
+    def process(self, records: Sequence[Mapping[str, Any]], deadline: Deadline) -> BatchVerdicts:
+        errors: dict[str, FanoutError | None] = {}
+        envelopes: dict[str, tuple[Mapping[str, Any], Envelope]] = {}
+        for record in records:
+            message_id = record["messageId"]
+            try:
+                envelope = parse_message(
+                    record["body"], message_id=message_id, default_region=self._settings.region
+                )
+                authorize(envelope, self._settings, self._sessions)
+            except PermanentError as exc:
+                errors[message_id] = self._dead_letter(record, exc)
+                continue
+            envelopes[message_id] = (record, envelope)
+        # The same job in two messages (same request id, target and params) runs once.
+        jobs = {job.key: job for _, env in envelopes.values() for job in env.jobs}
+        outcomes = self._dispatcher.run(list(jobs.values()), deadline) if jobs else {}
+        for message_id, (record, envelope) in envelopes.items():
+            errors[message_id] = self._settle(record, envelope, outcomes)
+        return BatchVerdicts(errors)
+
+    def _settle(
+        self,
+        record: Mapping[str, Any],
+        envelope: Envelope,
+        outcomes: Mapping[str, JobOutcome],
+    ) -> FanoutError | None:
+        results = [outcomes[job.key] for job in envelope.jobs]
+        sender = record.get("attributes", {}).get("SenderId", "")
+        for outcome in results:
+            _audit(outcome, sender)
+        retry = [o for o in results if o.state is JobState.RETRY]
+        failed = [o for o in results if o.state is JobState.FAILED]
+        if retry:
+            # Dead-lettering waits until nothing of the message is left to retry, so a target
+            # is never dead-lettered twice across redeliveries.
+            first = retry[0].error
+            return RetryableError(
+                f"{len(retry)} of {len(results)} targets to retry: "
+                f"{first.reason if first else 'unknown'}"
+            )
+        if failed:
+            error = failed[0].error
+            assert isinstance(error, PermanentError)  # noqa: S101 - FAILED implies permanent
+            reason = f"{len(failed)} of {len(results)} targets failed: {error.reason}"
+            return self._dead_letter(
+                record,
+                type(error)(reason),
+                envelope=envelope,
+                jobs=[o.job for o in failed],
+            )
+        return None
+
+    def _dead_letter(
+        self,
+        record: Mapping[str, Any],
+        error: PermanentError,
+        *,
+        envelope: Envelope | None = None,
+        jobs: Sequence[Job] = (),
+    ) -> FanoutError | None:
+        message_id = record["messageId"]
+        logger.error(
+            "dead-lettering message",
+            extra={
+                "message_id": message_id,
+                "request_id": envelope.request_id if envelope else None,
+                "error_class": error.error_class,
+                "reason": error.reason,
+            },
+        )
+        # Only the failed targets are dead-lettered, so a redrive never repeats a success.
+        body = _envelope_body(envelope, jobs) if envelope and jobs else record["body"]
+        try:
+            sent = self._dead_letters.send(
+                body=body,
+                error=error,
+                source_message_id=message_id,
+                task=envelope.task if envelope else None,
+                request_id=envelope.request_id if envelope else None,
+                targets=[f"{j.account}/{j.region}" for j in jobs],
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure here means: keep the message
+            logger.warning("dead-letter queue unavailable", extra={"reason": str(exc)})
+            return TransientError(f"could not dead-letter ({error.reason}): {exc}")
+        # Without DEAD_LETTER_QUEUE_URL the record is reported failed; SQS redrive moves it.
+        return None if sent else error
+
+
+def _envelope_body(envelope: Envelope, jobs: Sequence[Job]) -> str:
+    return json.dumps(
+        {
+            "version": 1,
+            "task": envelope.task,
+            "request_id": envelope.request_id,
+            "targets": [
+                {"account": j.account, "region": j.region, "params": dict(j.params)} for j in jobs
+            ],
+        },
+        separators=(",", ":"),
+    )
+
+
+def _audit(outcome: JobOutcome, sender: str) -> None:
+    """One structured line per job: who asked, what ran where, and what came of it."""
+    job = outcome.job
+    logger.info(
+        "job finished",
+        extra={
+            "audit": True,
+            "request_id": job.request_id,
+            "message_id": job.message_id,
+            "requested_by": sender,
+            "task": job.task,
+            "account": job.account,
+            "region": job.region,
+            "state": outcome.state.value,
+            "resource_id": outcome.result.resource_id if outcome.result else None,
+            "error_class": outcome.error.error_class if outcome.error else None,
+            "reason": outcome.error.reason if outcome.error else None,
+        },
+    )

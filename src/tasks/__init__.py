@@ -1,0 +1,17 @@
+"""Task plugins, one module per AWS service area, registered by name (see ``registry``)."""
+
+from tasks.base import Call, Job, RateLimit, Task, TaskContext, TaskResult
+from tasks.registry import TASK_MODULES, all_tasks, get_task, register
+
+__all__ = [
+    "TASK_MODULES",
+    "Call",
+    "Job",
+    "RateLimit",
+    "Task",
+    "TaskContext",
+    "TaskResult",
+    "all_tasks",
+    "get_task",
+    "register",
+]
