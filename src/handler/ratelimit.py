@@ -62,10 +62,10 @@ class RateLimiter:
         self,
         *,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self._clock = clock
-        self._sleep = sleep
+        self._sleep = sleep or time.sleep
         self._buckets: dict[RateKey, TokenBucket] = {}
         self._lock = threading.Lock()
 
