@@ -89,7 +89,6 @@ class SessionCache:
         self._credentials: dict[tuple[str, str, str], RefreshableCredentials] = {}
         self._sessions: dict[tuple[str, str, str], botocore.session.Session] = {}
         self._clients: dict[tuple[str, str, str, int], BaseClient] = {}
-        self._sts: STSClient | None = None
 
     @property
     def base_session(self) -> botocore.session.Session:
@@ -164,14 +163,20 @@ class SessionCache:
                     self._sessions[key] = session
         return session
 
-    def _sts_client(self) -> STSClient:
+    def own_client(self, service: str) -> Any:
+        """A client with the worker's own credentials (queues, ledger, STS), made once."""
+        key = ("", self._settings.region, service, 3)
         with self._lock:
-            if self._sts is None:
+            client = self._clients.get(key)
+            if client is None:
                 client = self._base.create_client(
-                    "sts", region_name=self._settings.region, config=client_config(3, 10)
+                    service, region_name=self._settings.region, config=client_config(3, 10)
                 )
-                self._sts = cast("STSClient", client)
-            return self._sts
+                self._clients[key] = client
+            return client
+
+    def _sts_client(self) -> STSClient:
+        return cast("STSClient", self.own_client("sts"))
 
     def _fetcher(self, arn: str, request_id: str) -> Callable[[], dict[str, str]]:
         name = session_name(request_id)

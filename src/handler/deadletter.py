@@ -6,14 +6,10 @@ error class, the single-line reason, task, request id, targets and the source me
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import botocore.session
-
-from handler.credentials import client_config
-from handler.exceptions import PermanentError
+from handler.exceptions import FanoutError
 
 __all__ = ["ATTRIBUTE_PREFIX", "DeadLetters"]
 
@@ -25,28 +21,15 @@ _MAX_TARGETS_LISTED = 50
 class DeadLetters:
     """Sends dead letters with the worker's own credentials; inert when no queue is set."""
 
-    def __init__(
-        self, queue_url: str | None, *, region: str, session: botocore.session.Session
-    ) -> None:
+    def __init__(self, queue_url: str | None, sqs: Callable[[], Any]) -> None:
         self.queue_url = queue_url
-        self._region = region
-        self._session = session
-        self._client: Any = None
-        self._lock = threading.Lock()
-
-    def _sqs(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                self._client = self._session.create_client(
-                    "sqs", region_name=self._region, config=client_config(3, 10)
-                )
-            return self._client
+        self._sqs = sqs
 
     def send(
         self,
         *,
         body: str,
-        error: PermanentError,
+        error: FanoutError,
         source_message_id: str,
         task: str | None = None,
         request_id: str | None = None,

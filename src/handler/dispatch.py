@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
@@ -23,11 +23,13 @@ from handler.deadline import Deadline
 from handler.exceptions import (
     DeadlineExceededError,
     FanoutError,
+    JobBusyError,
     PermanentError,
     RetryableError,
     ThrottledError,
     classify_aws_error,
 )
+from handler.ledger import Claim, Ledger, LedgerState
 from handler.ratelimit import RateLimiter, TokenBucket
 from handler.retry import call_with_retry
 from tasks.base import Call, Job, Task, TaskResult
@@ -36,6 +38,8 @@ from tasks.registry import get_task
 __all__ = ["Dispatcher", "JobOutcome", "JobState"]
 
 logger = Logger(child=True)
+
+LOCK_MARGIN_SECONDS = 5.0
 
 
 class JobState(StrEnum):
@@ -100,41 +104,109 @@ class _Durations:
 class Dispatcher:
     """Runs jobs against target accounts; one per execution environment."""
 
-    def __init__(self, sessions: SessionCache, limiter: RateLimiter, *, max_workers: int) -> None:
+    def __init__(
+        self,
+        sessions: SessionCache,
+        limiter: RateLimiter,
+        ledger: Ledger,
+        *,
+        max_workers: int,
+    ) -> None:
         self._sessions = sessions
         self._limiter = limiter
+        self._ledger = ledger
         self._max_workers = max_workers
         self._durations = _Durations()
 
     def run(self, jobs: Sequence[Job], deadline: Deadline) -> dict[str, JobOutcome]:
         """Outcomes by job key, one for every job given."""
         outcomes: dict[str, JobOutcome] = {}
-        lanes: dict[tuple[str, str, str], list[tuple[Task, Call]]] = defaultdict(list)
-        by_task: dict[str, list[Job]] = defaultdict(list)
+        live: list[Job] = []
         for job in jobs:
-            by_task[job.task].append(job)
-        for name, task_jobs in by_task.items():
-            task = get_task(name)
-            live = [j for j in task_jobs if not j.dry_run]
-            for job in task_jobs:
-                if job.dry_run:
-                    outcomes[job.key] = _dry_run(job)
-            for call in task.plan(live):
-                lanes[task.rate_key(call)].append((task, call))
-        if not lanes:
-            return outcomes
-        workers = min(self._max_workers, len(lanes))
-        if workers == 1:
-            results = [self._run_lane(lane, deadline) for lane in lanes.values()]
-        else:
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fanout") as pool:
-                futures = [pool.submit(self._run_lane, lane, deadline) for lane in lanes.values()]
-                results = [f.result() for f in futures]
-        for lane_outcomes in results:
-            outcomes.update((o.job.key, o) for o in lane_outcomes)
+            if job.dry_run:
+                outcomes[job.key] = _dry_run(job)
+            else:
+                live.append(job)
+        with ThreadPoolExecutor(
+            max_workers=max(1, min(self._max_workers, len(live))), thread_name_prefix="fanout"
+        ) as pool:
+            claims = self._claim_all(pool, live, deadline, outcomes)
+            lanes: dict[tuple[str, str, str], list[tuple[Task, Call]]] = defaultdict(list)
+            by_task: dict[str, list[Job]] = defaultdict(list)
+            for job in live:
+                if job.key in claims:
+                    by_task[job.task].append(job)
+            for name, task_jobs in by_task.items():
+                task = get_task(name)
+                for call in task.plan(task_jobs):
+                    lanes[task.rate_key(call)].append((task, call))
+            futures = [
+                pool.submit(self._run_lane, lane, deadline, claims) for lane in lanes.values()
+            ]
+            for future in futures:
+                outcomes.update((o.job.key, o) for o in future.result())
+        for key, claim in claims.items():
+            self._record(claim, outcomes[key])
         return outcomes
 
-    def _run_lane(self, lane: list[tuple[Task, Call]], deadline: Deadline) -> list[JobOutcome]:
+    def _claim_all(
+        self,
+        pool: ThreadPoolExecutor,
+        jobs: Sequence[Job],
+        deadline: Deadline,
+        outcomes: dict[str, JobOutcome],
+    ) -> dict[str, Claim]:
+        """Claim every job in the ledger; settle at once those that must not run now."""
+        # The lock lasts until this function would have timed out, plus a little.
+        lock_seconds = deadline.remaining_ms() / 1000.0 + LOCK_MARGIN_SECONDS
+        claims: dict[str, Claim] = {}
+        futures = {
+            job.key: pool.submit(self._ledger.claim, job, lock_seconds=lock_seconds) for job in jobs
+        }
+        for job in jobs:
+            try:
+                claim = futures[job.key].result()
+            except Exception as exc:  # noqa: BLE001 - a ledger outage means: try later
+                error = classify_aws_error(exc)
+                outcomes[job.key] = JobOutcome(job, JobState.RETRY, error=error)
+                continue
+            if claim.granted:
+                claims[job.key] = claim
+            elif claim.record.state is LedgerState.SUCCEEDED:
+                # A redelivery of finished work: replay the stored result, run nothing.
+                result = TaskResult(claim.record.result_id or "", {"replayed": True})
+                outcomes[job.key] = JobOutcome(job, JobState.SUCCEEDED, result=result)
+            else:
+                busy = JobBusyError(f"job {job.key} is in progress in another invocation")
+                outcomes[job.key] = JobOutcome(job, JobState.RETRY, error=busy)
+        return claims
+
+    def _record(self, claim: Claim, outcome: JobOutcome) -> None:
+        state = {
+            JobState.SUCCEEDED: LedgerState.SUCCEEDED,
+            JobState.FAILED: LedgerState.FAILED,
+            JobState.RETRY: LedgerState.RETRY,
+        }[outcome.state]
+        try:
+            self._ledger.finish(
+                claim,
+                state,
+                result_id=outcome.result.resource_id if outcome.result else None,
+                error_class=outcome.error.error_class if outcome.error else None,
+                error=outcome.error.reason if outcome.error else None,
+            )
+        except Exception as exc:  # noqa: BLE001 - the lock expires; recovery covers the gap
+            logger.warning(
+                "could not record job outcome",
+                extra={"job_key": claim.record.job_key, "reason": str(exc)},
+            )
+
+    def _run_lane(
+        self,
+        lane: list[tuple[Task, Call]],
+        deadline: Deadline,
+        claims: Mapping[str, Claim],
+    ) -> list[JobOutcome]:
         outcomes: list[JobOutcome] = []
         stop: RetryableError | None = None
         for task, call in lane:
@@ -142,14 +214,17 @@ class Dispatcher:
                 # The lane's quota is exhausted or time is up: the rest waits for redelivery.
                 outcomes.extend(_settle(call.jobs, JobState.RETRY, error=stop))
                 continue
-            call_outcomes = self._run_call(task, call, deadline)
+            recovered = any(claims[j.key].recovered for j in call.jobs)
+            call_outcomes = self._run_call(task, call, deadline, recovered=recovered)
             outcomes.extend(call_outcomes)
             error = call_outcomes[0].error
             if isinstance(error, ThrottledError | DeadlineExceededError):
                 stop = error
         return outcomes
 
-    def _run_call(self, task: Task, call: Call, deadline: Deadline) -> list[JobOutcome]:
+    def _run_call(
+        self, task: Task, call: Call, deadline: Deadline, *, recovered: bool = False
+    ) -> list[JobOutcome]:
         expected = self._durations.expected(task.name)
         if not deadline.allows(expected):
             error = DeadlineExceededError(
@@ -161,8 +236,12 @@ class Dispatcher:
         context = _TargetContext(self._sessions, call, task)
 
         def attempt() -> TaskResult:
-            self._limiter.acquire(key, task.rate, max_wait=deadline.remaining_s() - expected)
             try:
+                if recovered and not task.idempotent:
+                    previous = task.find_previous(context, call)
+                    if previous is not None:
+                        return previous
+                self._limiter.acquire(key, task.rate, max_wait=deadline.remaining_s() - expected)
                 return task.run(context, call)
             except Exception as exc:
                 raise classify_aws_error(exc, quota_codes=task.quota_codes) from exc

@@ -24,6 +24,7 @@ __all__ = [
     "DeadlineExceededError",
     "FanoutError",
     "InvalidParamsError",
+    "JobBusyError",
     "PermanentError",
     "QuotaExceededError",
     "RetryableError",
@@ -98,6 +99,10 @@ class QuotaExceededError(RetryableError):
 
 class DeadlineExceededError(RetryableError):
     """Not started, or abandoned, because the function would time out first."""
+
+
+class JobBusyError(RetryableError):
+    """Another invocation holds the job's lock (a concurrent duplicate delivery)."""
 
 
 # Error codes AWS uses for rate limiting (botocore's standard retry mode list, plus a few

@@ -54,7 +54,9 @@ class Settings:
     allowed_account_ids: frozenset[str] = frozenset()
     allow_any_account: bool = False
     dead_letter_queue_url: str | None = None
+    work_queue_url: str | None = None
     ledger_table: str | None = None
+    max_attempts: int = 5
     max_workers: int = 8
     max_targets_per_message: int = 500
 
@@ -91,7 +93,9 @@ class Settings:
             allowed_account_ids=accounts,
             allow_any_account=_flag(env, "ALLOW_ANY_ACCOUNT"),
             dead_letter_queue_url=env.get("DEAD_LETTER_QUEUE_URL", "").strip() or None,
+            work_queue_url=env.get("WORK_QUEUE_URL", "").strip() or None,
             ledger_table=env.get("LEDGER_TABLE", "").strip() or None,
+            max_attempts=_positive_int(env, "MAX_ATTEMPTS", 5),
             max_workers=_positive_int(env, "MAX_WORKERS", 8),
             max_targets_per_message=_positive_int(env, "MAX_TARGETS_PER_MESSAGE", 500),
         )

@@ -22,7 +22,9 @@ from handler.dispatch import Dispatcher, JobOutcome, JobState
 from handler.envelope import Envelope, parse_message
 from handler.exceptions import FanoutError, PermanentError, RetryableError, TransientError
 from handler.guard import authorize
+from handler.ledger import DynamoDBLedger, InMemoryLedger, Ledger
 from handler.ratelimit import RateLimiter
+from handler.requeue import Requeue, attempt_of, retry_delay
 from handler.settings import Settings
 from tasks.base import Job
 
@@ -54,24 +56,29 @@ class BatchWorker:
         sessions: SessionCache,
         dispatcher: Dispatcher,
         dead_letters: DeadLetters,
+        requeue: Requeue,
     ) -> None:
         self._settings = settings
         self._sessions = sessions
         self._dispatcher = dispatcher
         self._dead_letters = dead_letters
+        self._requeue = requeue
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BatchWorker:
         sessions = SessionCache(settings)
+        ledger: Ledger = (
+            DynamoDBLedger(settings.ledger_table, lambda: sessions.own_client("dynamodb"))
+            if settings.ledger_table
+            else InMemoryLedger()
+        )
+        sqs = lambda: sessions.own_client("sqs")  # noqa: E731 - created on first use
         return cls(
             settings,
             sessions,
-            Dispatcher(sessions, RateLimiter(), max_workers=settings.max_workers),
-            DeadLetters(
-                settings.dead_letter_queue_url,
-                region=settings.region,
-                session=sessions.base_session,
-            ),
+            Dispatcher(sessions, RateLimiter(), ledger, max_workers=settings.max_workers),
+            DeadLetters(settings.dead_letter_queue_url, sqs),
+            Requeue(settings.work_queue_url, sqs),
         )
 
     def process(self, records: Sequence[Mapping[str, Any]], deadline: Deadline) -> BatchVerdicts:
@@ -107,17 +114,27 @@ class BatchWorker:
             _audit(outcome, sender)
         retry = [o for o in results if o.state is JobState.RETRY]
         failed = [o for o in results if o.state is JobState.FAILED]
-        if retry:
-            # Dead-lettering waits until nothing of the message is left to retry, so a target
-            # is never dead-lettered twice across redeliveries.
+        attempt = attempt_of(record)
+        if retry and attempt >= self._settings.max_attempts:
+            # Out of attempts: these targets are dead-lettered like permanent failures.
+            last = retry[0].error
+            reason = f"gave up after {attempt} attempts: {last.reason if last else 'unknown'}"
+            failed += [
+                JobOutcome(o.job, JobState.FAILED, error=type(o.error)(reason) if o.error else None)
+                for o in retry
+            ]
+            retry = []
+        if retry and not self._defer(record, envelope, retry, attempt):
+            # No work queue to re-send to: SQS redelivers the whole message after its
+            # visibility timeout. Dead-lettering waits until nothing of it is left to retry, so
+            # a target is never dead-lettered twice across redeliveries.
             first = retry[0].error
             return RetryableError(
                 f"{len(retry)} of {len(results)} targets to retry: "
                 f"{first.reason if first else 'unknown'}"
             )
         if failed:
-            error = failed[0].error
-            assert isinstance(error, PermanentError)  # noqa: S101 - FAILED implies permanent
+            error = failed[0].error or PermanentError("unknown failure")
             reason = f"{len(failed)} of {len(results)} targets failed: {error.reason}"
             return self._dead_letter(
                 record,
@@ -127,10 +144,43 @@ class BatchWorker:
             )
         return None
 
+    def _defer(
+        self,
+        record: Mapping[str, Any],
+        envelope: Envelope,
+        retry: Sequence[JobOutcome],
+        attempt: int,
+    ) -> bool:
+        """Re-send the retry targets with a growing delay; False if that is not possible."""
+        error = retry[0].error
+        delay = retry_delay(error, attempt)
+        try:
+            sent = self._requeue.send(
+                _envelope_body(envelope, [o.job for o in retry]),
+                attempt=attempt + 1,
+                delay=delay,
+                source_message_id=record["messageId"],
+            )
+        except Exception as exc:  # noqa: BLE001 - fall back to SQS redelivery
+            logger.warning("could not re-send deferred targets", extra={"reason": str(exc)})
+            return False
+        if sent:
+            logger.info(
+                "deferred targets",
+                extra={
+                    "request_id": envelope.request_id,
+                    "targets": len(retry),
+                    "attempt": attempt + 1,
+                    "delay_seconds": delay,
+                    "error_class": error.error_class if error else None,
+                },
+            )
+        return sent
+
     def _dead_letter(
         self,
         record: Mapping[str, Any],
-        error: PermanentError,
+        error: FanoutError,
         *,
         envelope: Envelope | None = None,
         jobs: Sequence[Job] = (),

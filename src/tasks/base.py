@@ -108,6 +108,14 @@ class Task(ABC):
         region = "global" if self.rate.global_api else call.region
         return (call.account, region, self.rate.api)
 
+    def find_previous(self, ctx: TaskContext, call: Call) -> TaskResult | None:  # noqa: ARG002
+        """For non-idempotent tasks: the effect of an earlier attempt whose holder died.
+
+        Called before re-running a call when the ledger shows an attempt that may have reached
+        AWS without recording its result. Return that result to avoid running twice.
+        """
+        return None
+
     @abstractmethod
     def run(self, ctx: TaskContext, call: Call) -> TaskResult:
         """Do the call in the target account. Raise botocore errors as they come."""

@@ -2,12 +2,15 @@
 
 SendCommand has no client token: repeating a call whose outcome is unknown could run the
 command twice, so this plugin is not idempotent and only throttling errors (which guarantee the
-command did not start) are retried in-function.
+command did not start) are retried in-function. Each command's comment starts with a token
+derived from the job key; when an earlier attempt died before recording its result,
+``find_previous`` looks for that token instead of sending the command again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, NotRequired, TypedDict
 
 from tasks.base import Call, RateLimit, Task, TaskContext, TaskResult
@@ -16,6 +19,14 @@ from tasks.registry import register
 MAX_INSTANCE_IDS = 50
 MAX_TAG_TARGETS = 5
 MAX_COMMENT = 100
+# How far back find_previous looks: longer than any lock (a Lambda runs <= 15 minutes).
+RECOVERY_WINDOW = timedelta(hours=1)
+_MAX_RECOVERY_PAGES = 20
+
+
+def job_token(call: Call) -> str:
+    """Marks a command as this job's: survives the 100-character comment limit."""
+    return f"[fanout:{call.jobs[0].key[:16]}]"
 
 
 class TargetSpec(TypedDict):
@@ -105,14 +116,32 @@ class SendCommandTask(Task):
         if ("instance_ids" in params) == ("targets" in params):
             raise self.fail("give exactly one of instance_ids or targets")
 
+    def find_previous(self, ctx: TaskContext, call: Call) -> TaskResult | None:
+        token = job_token(call)
+        since = (datetime.now(UTC) - RECOVERY_WINDOW).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ssm = ctx.client("ssm")
+        request: dict[str, Any] = {"Filters": [{"key": "InvokedAfter", "value": since}]}
+        for _ in range(_MAX_RECOVERY_PAGES):
+            page = ssm.list_commands(**request)
+            for command in page.get("Commands", []):
+                if str(command.get("Comment", "")).startswith(token):
+                    return TaskResult(
+                        resource_id=command["CommandId"],
+                        detail={"status": command.get("Status", ""), "recovered": True},
+                    )
+            if not page.get("NextToken"):
+                break
+            request["NextToken"] = page["NextToken"]
+        return None
+
     def run(self, ctx: TaskContext, call: Call) -> TaskResult:
         params = SendCommandParams(**call.params)  # type: ignore[typeddict-item]
-        # The comment shows in the target account's console and CloudTrail: default it to the
-        # request id so the command can be traced back.
+        # The comment shows in the target account's console and CloudTrail: it carries the job
+        # token (for recovery) and, by default, the request id so the command can be traced.
         comment = params.get("comment") or f"fanout request {call.request_ids[0]}"
         request: dict[str, Any] = {
             "DocumentName": params["document_name"],
-            "Comment": comment[:MAX_COMMENT],
+            "Comment": f"{job_token(call)} {comment}"[:MAX_COMMENT],
         }
         if "instance_ids" in params:
             request["InstanceIds"] = params["instance_ids"]

@@ -41,6 +41,9 @@ FUNCTION_ENVIRONMENT = {
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
     "LOG_LEVEL",
+    "WORK_QUEUE_URL",
+    "LEDGER_TABLE",
+    "MAX_ATTEMPTS",
 }
 TARGET_ROLE_ARN = {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role${TargetRolePath}${TargetRoleName}"}
 

@@ -1,0 +1,269 @@
+"""Delivery guarantees through the real handler: at-least-once in, exactly-once in effect out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import pytest
+from botocore.client import BaseClient
+from botocore.exceptions import ClientError
+
+from handler import app
+from handler.app import lambda_handler
+from handler.envelope import parse_message
+from handler.ledger import DynamoDBLedger, LedgerState
+from tests.unit.fakes import (
+    TARGET_ACCOUNTS,
+    ApiCalls,
+    FakeLambdaContext,
+    client_in,
+    create_distribution,
+    dead_letters,
+    sqs_event,
+    sqs_record,
+    v1_body,
+)
+from tests.unit.test_ledger import create_ledger_table
+
+pytestmark = pytest.mark.usefixtures("worker_env")
+
+
+def ssm_body(accounts: tuple[str, ...], request_id: str = "req-ssm") -> str:
+    return v1_body(
+        "ssm.send_command",
+        [{"account": a} for a in accounts],
+        request_id=request_id,
+        params={
+            "document_name": "AWS-RunShellScript",
+            "instance_ids": ["i-0123456789abcdef0"],
+            "parameters": {"commands": ["uptime"]},
+        },
+    )
+
+
+def commands_in(account: str) -> list[dict[str, Any]]:
+    return list(client_in(account, "ssm").list_commands()["Commands"])
+
+
+def failures(response: Any) -> list[str]:
+    return [item["itemIdentifier"] for item in response["batchItemFailures"]]
+
+
+@pytest.fixture(params=["memory", "dynamodb"])
+def ledger_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test with the in-memory ledger and with the DynamoDB table."""
+    if request.param == "dynamodb":
+        monkeypatch.setenv("LEDGER_TABLE", create_ledger_table())
+        app.reset()
+    return str(request.param)
+
+
+@pytest.fixture
+def work_queue(monkeypatch: pytest.MonkeyPatch) -> str:
+    url = boto3.client("sqs").create_queue(QueueName="fanout-work")["QueueUrl"]
+    monkeypatch.setenv("WORK_QUEUE_URL", url)
+    app.reset()
+    return str(url)
+
+
+def requeued(api_calls: ApiCalls, url: str) -> list[dict[str, Any]]:
+    """SendMessage requests to the work queue (deferred copies are delayed, so not receivable)."""
+    return [p for p in api_calls.of("SendMessage") if p["QueueUrl"] == url]
+
+
+def test_redelivered_ssm_message_runs_each_command_once(
+    ledger_backend: str, context: FakeLambdaContext
+) -> None:
+    """GIVEN an ssm.send_command message delivered twice (SQS at-least-once)
+    WHEN the handler processes both deliveries
+    THEN each account has exactly one command: the second delivery replays the ledger."""
+    body = ssm_body(TARGET_ACCOUNTS[:2])
+
+    first = lambda_handler(sqs_event(sqs_record(body, message_id="m-1")), context)
+    second = lambda_handler(sqs_event(sqs_record(body, message_id="m-1", receive_count=2)), context)
+
+    assert failures(first) == failures(second) == []
+    assert [len(commands_in(a)) for a in TARGET_ACCOUNTS[:2]] == [1, 1]
+
+
+def test_same_message_twice_in_one_batch_runs_once(context: FakeLambdaContext) -> None:
+    """GIVEN one body published twice and delivered in the same batch
+    WHEN the handler processes the batch THEN the command runs once per account."""
+    body = ssm_body(TARGET_ACCOUNTS[:1])
+
+    response = lambda_handler(sqs_event(sqs_record(body), sqs_record(body)), context)
+
+    assert failures(response) == []
+    assert len(commands_in(TARGET_ACCOUNTS[0])) == 1
+
+
+def test_a_crashed_attempt_is_recovered_without_running_the_command_again(
+    monkeypatch: pytest.MonkeyPatch, context: FakeLambdaContext
+) -> None:
+    """GIVEN an invocation that sent the command and died before recording it (its ledger lock
+    then expires)
+    WHEN the message is redelivered
+    THEN the worker finds the earlier command by its job token and does not send another."""
+    table = create_ledger_table()
+    monkeypatch.setenv("LEDGER_TABLE", table)
+    app.reset()
+    body = ssm_body(TARGET_ACCOUNTS[:1])
+    original_finish = DynamoDBLedger.finish
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise SystemExit("killed after SendCommand")
+
+    monkeypatch.setattr("handler.ledger.DynamoDBLedger.finish", crash)
+    with pytest.raises(SystemExit):
+        lambda_handler(sqs_event(sqs_record(body, message_id="m-1")), context)
+    monkeypatch.setattr("handler.ledger.DynamoDBLedger.finish", original_finish)
+    # The lock lasted until the dead invocation's timeout; time passes beyond it.
+    monkeypatch.setattr("handler.ledger.time.time", lambda: 4_000_000_000.0)
+    app.reset()
+
+    response = lambda_handler(
+        sqs_event(sqs_record(body, message_id="m-1", receive_count=2)), context
+    )
+
+    assert failures(response) == []
+    [command] = commands_in(TARGET_ACCOUNTS[0])
+    items = boto3.client("dynamodb").scan(TableName=table)["Items"]
+    assert [(i["state"]["S"], i["result_id"]["S"]) for i in items] == [
+        (LedgerState.SUCCEEDED.value, command["CommandId"])
+    ]
+
+
+def test_a_job_held_by_a_live_invocation_is_not_run_concurrently(
+    monkeypatch: pytest.MonkeyPatch, context: FakeLambdaContext
+) -> None:
+    """GIVEN a concurrent delivery whose invocation holds the job's lock
+    WHEN the handler gets the same message
+    THEN it does not run the job and returns the message for later."""
+    monkeypatch.setenv("LEDGER_TABLE", create_ledger_table())
+    app.reset()
+    body = ssm_body(TARGET_ACCOUNTS[:1])
+    envelope = parse_message(body, message_id="m-1", default_region="us-east-1")
+    app._worker()._dispatcher._ledger.claim(envelope.jobs[0], lock_seconds=600)
+
+    record = sqs_record(body, message_id="m-1")
+    response = lambda_handler(sqs_event(record), context)
+
+    assert failures(response) == [record["messageId"]]
+    assert commands_in(TARGET_ACCOUNTS[0]) == []
+
+
+def test_throttled_target_is_deferred_alone_while_its_sibling_completes(
+    work_queue: str,
+    context: FakeLambdaContext,
+    api_calls: ApiCalls,
+    monkeypatch: pytest.MonkeyPatch,
+    no_sleep: None,
+) -> None:
+    """GIVEN a two-account message where one account's CloudFront keeps throttling
+    WHEN the handler processes it
+    THEN the healthy account is invalidated, the original message is acknowledged, and only the
+    throttled target is re-sent to the work queue with a delay and attempt 2."""
+    healthy, throttled = TARGET_ACCOUNTS[:2]
+    dists = {healthy: create_distribution(healthy), throttled: create_distribution(throttled)}
+    throttled_dist = dists[throttled]
+    original = BaseClient._make_api_call
+
+    def throttle_one(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        if operation == "CreateInvalidation" and params["DistributionId"] == throttled_dist:
+            raise ClientError(
+                {"Error": {"Code": "Throttling", "Message": "Rate exceeded"}}, operation
+            )
+        return original(self, operation, params)
+
+    monkeypatch.setattr("botocore.client.BaseClient._make_api_call", throttle_one)
+    body = v1_body(
+        "cloudfront.invalidate",
+        [{"account": a, "params": {"distribution_id": d}} for a, d in dists.items()],
+        params={"paths": ["/sale/*"]},
+        request_id="peak",
+    )
+
+    response = lambda_handler(sqs_event(sqs_record(body)), context)
+
+    assert failures(response) == []
+    [deferred] = requeued(api_calls, work_queue)
+    redo = json.loads(deferred["MessageBody"])
+    assert [t["account"] for t in redo["targets"]] == [throttled]
+    assert redo["request_id"] == "peak"
+    assert deferred["MessageAttributes"]["fanout.attempt"]["StringValue"] == "2"
+    assert 5 <= deferred["DelaySeconds"] <= 10  # throttling: 10 s ceiling, equal jitter
+    assert dead_letters() == []
+
+
+def test_deferred_work_resumes_without_redoing_what_succeeded(
+    work_queue: str,
+    context: FakeLambdaContext,
+    api_calls: ApiCalls,
+    monkeypatch: pytest.MonkeyPatch,
+    no_sleep: None,
+) -> None:
+    """GIVEN an SSM message for two accounts whose second account throttles SendCommand, so
+    that target was deferred
+    WHEN the deferred copy is processed after the throttling ended
+    THEN only the deferred account's command is sent; the first account keeps exactly one."""
+    first, second = TARGET_ACCOUNTS[:2]
+    throttled_instance = "i-0000000000000bbbb"
+    body = v1_body(
+        "ssm.send_command",
+        [
+            {"account": first, "params": {"instance_ids": ["i-0000000000000aaaa"]}},
+            {"account": second, "params": {"instance_ids": [throttled_instance]}},
+        ],
+        request_id="r",
+        params={"document_name": "AWS-RunShellScript", "parameters": {"commands": ["id"]}},
+    )
+    original = BaseClient._make_api_call
+
+    def throttle_second(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        if operation == "SendCommand" and params.get("InstanceIds") == [throttled_instance]:
+            raise ClientError({"Error": {"Code": "ThrottlingException"}}, operation)
+        return original(self, operation, params)
+
+    with monkeypatch.context() as throttling:
+        throttling.setattr(BaseClient, "_make_api_call", throttle_second)
+        lambda_handler(sqs_event(sqs_record(body)), context)
+    [deferred] = requeued(api_calls, work_queue)
+    record = sqs_record(deferred["MessageBody"])
+    record["messageAttributes"] = {"fanout.attempt": {"stringValue": "2", "dataType": "Number"}}
+
+    response = lambda_handler(sqs_event(record), context)
+
+    assert failures(response) == []
+    assert [len(commands_in(a)) for a in (first, second)] == [1, 1]
+
+
+def test_a_target_out_of_attempts_is_dead_lettered_with_its_last_error(
+    work_queue: str,
+    context: FakeLambdaContext,
+    api_calls: ApiCalls,
+    fail_operation: Callable[..., None],
+    no_sleep: None,
+) -> None:
+    """GIVEN a deferred copy on its last allowed attempt (MAX_ATTEMPTS=5) that throttles again
+    WHEN the handler processes it
+    THEN the target is dead-lettered with "gave up after 5 attempts" and not re-sent."""
+    account = TARGET_ACCOUNTS[0]
+    dist = create_distribution(account)
+    fail_operation("CreateInvalidation", "Throttling")
+    body = v1_body(
+        "cloudfront.invalidate",
+        [{"account": account, "params": {"distribution_id": dist, "paths": ["/"]}}],
+    )
+    record = sqs_record(body)
+    record["messageAttributes"] = {"fanout.attempt": {"stringValue": "5", "dataType": "Number"}}
+
+    response = lambda_handler(sqs_event(record), context)
+
+    assert failures(response) == []
+    assert requeued(api_calls, work_queue) == []
+    [letter] = dead_letters()
+    assert "gave up after 5 attempts" in letter["fanout.reason"]
+    assert letter["fanout.error_class"] == "ThrottledError"
