@@ -25,7 +25,7 @@ from handler.settings import Settings
 if TYPE_CHECKING:
     from mypy_boto3_sts import STSClient
 
-__all__ = ["SessionCache", "partition_of", "role_arn", "session_name"]
+__all__ = ["SessionCache", "client_config", "partition_of", "role_arn", "session_name"]
 
 # Longest prefix first: us-isob- before us-iso-.
 _PARTITIONS: Final = (
@@ -86,9 +86,9 @@ class SessionCache:
         self._partition = partition_of(settings.region)
         self._lock = threading.Lock()  # guards the dicts and botocore session use
         self._key_locks: dict[tuple[str, ...], threading.Lock] = {}
-        self._credentials: dict[tuple[str, str, str], RefreshableCredentials] = {}
-        self._sessions: dict[tuple[str, str, str], botocore.session.Session] = {}
-        self._clients: dict[tuple[str, str, str, int], BaseClient] = {}
+        self._credentials: dict[tuple[str, ...], RefreshableCredentials] = {}
+        self._sessions: dict[tuple[str, ...], botocore.session.Session] = {}
+        self._clients: dict[tuple[str, str, str, int, str], BaseClient] = {}
 
     @property
     def base_session(self) -> botocore.session.Session:
@@ -116,13 +116,18 @@ class SessionCache:
         region: str,
         request_id: str,
         max_attempts: int = 2,
+        policy: str | None = None,
     ) -> Any:
-        """A client in ``account`` through the target role, created once and then reused."""
-        key = (account, region, service, max_attempts)
+        """A client in ``account`` through the target role, created once and then reused.
+
+        ``policy`` is the session policy passed on AssumeRole: sessions (and their clients) are
+        cached per policy, so each plugin's jobs run with only that plugin's permissions.
+        """
+        key = (account, region, service, max_attempts, policy or "")
         client = self._clients.get(key)
         if client is not None:
             return client
-        session = self._session(account, region, request_id)
+        session = self._session(account, region, request_id, policy)
         with self._lock:
             client = self._clients.get(key)
             if client is None:
@@ -133,9 +138,11 @@ class SessionCache:
                 self._clients[key] = client
         return client
 
-    def _session(self, account: str, region: str, request_id: str) -> botocore.session.Session:
+    def _session(
+        self, account: str, region: str, request_id: str, policy: str | None
+    ) -> botocore.session.Session:
         arn = self.check_target(account, region)
-        key = (partition_of(region), account, arn)
+        key = (partition_of(region), account, arn, policy or "")
         session = self._sessions.get(key)
         if session is not None:
             return session
@@ -146,7 +153,7 @@ class SessionCache:
         with key_lock:
             session = self._sessions.get(key)
             if session is None:
-                fetch = self._fetcher(arn, request_id)
+                fetch = self._fetcher(arn, request_id, policy)
                 credentials = RefreshableCredentials.create_from_metadata(
                     metadata=fetch(), refresh_using=fetch, method="sts-assume-role"
                 )
@@ -165,7 +172,7 @@ class SessionCache:
 
     def own_client(self, service: str) -> Any:
         """A client with the worker's own credentials (queues, ledger, STS), made once."""
-        key = ("", self._settings.region, service, 3)
+        key = ("", self._settings.region, service, 3, "")
         with self._lock:
             client = self._clients.get(key)
             if client is None:
@@ -178,7 +185,9 @@ class SessionCache:
     def _sts_client(self) -> STSClient:
         return cast("STSClient", self.own_client("sts"))
 
-    def _fetcher(self, arn: str, request_id: str) -> Callable[[], dict[str, str]]:
+    def _fetcher(
+        self, arn: str, request_id: str, policy: str | None
+    ) -> Callable[[], dict[str, str]]:
         name = session_name(request_id)
         request: dict[str, Any] = {
             "RoleArn": arn,
@@ -188,6 +197,8 @@ class SessionCache:
         }
         if self._settings.external_id:
             request["ExternalId"] = self._settings.external_id
+        if policy:
+            request["Policy"] = policy
 
         def fetch() -> dict[str, str]:
             try:

@@ -18,7 +18,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from handler.credentials import SessionCache
+from handler.credentials import SessionCache, partition_of
 from handler.deadline import Deadline
 from handler.exceptions import (
     DeadlineExceededError,
@@ -30,6 +30,7 @@ from handler.exceptions import (
     classify_aws_error,
 )
 from handler.ledger import Claim, Ledger, LedgerState
+from handler.policy import session_policy
 from handler.ratelimit import RateLimiter, TokenBucket
 from handler.retry import call_with_retry
 from tasks.base import Call, Job, Task, TaskResult
@@ -59,9 +60,13 @@ class JobOutcome:
 class _TargetContext:
     """The :class:`TaskContext` handed to a plugin's ``run``."""
 
-    def __init__(self, sessions: SessionCache, call: Call, task: Task) -> None:
+    def __init__(
+        self, sessions: SessionCache, call: Call, task: Task, *, resource_scope: bool
+    ) -> None:
         self._sessions = sessions
         self._call = call
+        self._task = task
+        self._resource_scope = resource_scope
         # Calls of non-idempotent tasks get no botocore retries: a retried 5xx could run twice.
         self._attempts = 2 if task.idempotent else 1
 
@@ -74,12 +79,21 @@ class _TargetContext:
         return self._call.region
 
     def client(self, service: str, *, account: str | None = None, region: str | None = None) -> Any:
+        account = account or self._call.account
+        region = region or self._call.region
+        # The narrowest scope is the call's own resources; the default scope is the task's
+        # resources in the account, which keeps one session (one STS call) per account.
+        own = account == self._call.account and self._resource_scope
+        policy = session_policy(
+            self._task, partition_of(region), account, self._call.params if own else None
+        )
         return self._sessions.client(
             service,
-            account=account or self._call.account,
-            region=region or self._call.region,
+            account=account,
+            region=region,
             request_id=self._call.request_ids[0],
             max_attempts=self._attempts,
+            policy=policy,
         )
 
 
@@ -111,11 +125,13 @@ class Dispatcher:
         ledger: Ledger,
         *,
         max_workers: int,
+        resource_scoped_sessions: bool = False,
     ) -> None:
         self._sessions = sessions
         self._limiter = limiter
         self._ledger = ledger
         self._max_workers = max_workers
+        self._resource_scope = resource_scoped_sessions
         self._durations = _Durations()
 
     def run(self, jobs: Sequence[Job], deadline: Deadline) -> dict[str, JobOutcome]:
@@ -233,7 +249,7 @@ class Dispatcher:
             return _settle(call.jobs, JobState.RETRY, error=error)
         key = task.rate_key(call)
         bucket = self._limiter.bucket(key, task.rate)
-        context = _TargetContext(self._sessions, call, task)
+        context = _TargetContext(self._sessions, call, task, resource_scope=self._resource_scope)
 
         def attempt() -> TaskResult:
             try:

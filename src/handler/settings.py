@@ -34,6 +34,13 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise ConfigurationError(f"{name} must be true or false, got {value!r}")
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip().lower() or choices[0]
+    if value not in choices:
+        raise ConfigurationError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name, "").strip()
     if not raw:
@@ -58,6 +65,9 @@ class Settings:
     ledger_table: str | None = None
     max_attempts: int = 5
     max_workers: int = 8
+    # "task": session policy = the task's actions on its resources in the account (one STS
+    # call per account and task); "resource": only the call's own resources (one per resource).
+    session_policy_scope: str = "task"
     max_targets_per_message: int = 500
 
     @classmethod
@@ -97,6 +107,7 @@ class Settings:
             ledger_table=env.get("LEDGER_TABLE", "").strip() or None,
             max_attempts=_positive_int(env, "MAX_ATTEMPTS", 5),
             max_workers=_positive_int(env, "MAX_WORKERS", 8),
+            session_policy_scope=_choice(env, "SESSION_POLICY_SCOPE", ("task", "resource")),
             max_targets_per_message=_positive_int(env, "MAX_TARGETS_PER_MESSAGE", 500),
         )
 

@@ -76,7 +76,13 @@ class BatchWorker:
         return cls(
             settings,
             sessions,
-            Dispatcher(sessions, RateLimiter(), ledger, max_workers=settings.max_workers),
+            Dispatcher(
+                sessions,
+                RateLimiter(),
+                ledger,
+                max_workers=settings.max_workers,
+                resource_scoped_sessions=settings.session_policy_scope == "resource",
+            ),
             DeadLetters(settings.dead_letter_queue_url, sqs),
             Requeue(settings.work_queue_url, sqs),
         )

@@ -86,6 +86,8 @@ class Task(ABC):
     service: ClassVar[str]  # boto3 service name of the main API
     params_schema: ClassVar[Mapping[str, Any]]  # JSON Schema of the merged target params
     iam_actions: ClassVar[tuple[str, ...]]  # what the target role must allow
+    # The subset of iam_actions without resource-level permissions (granted on "*").
+    unscoped_actions: ClassVar[tuple[str, ...]] = ()
     rate: ClassVar[RateLimit]
     # True when repeating a call whose outcome is unknown cannot duplicate its effect
     # (e.g. a deterministic client token). Only idempotent calls are retried on 5xx/timeouts.
@@ -107,6 +109,17 @@ class Task(ABC):
         """Calls with the same key share a token bucket and run one after another."""
         region = "global" if self.rate.global_api else call.region
         return (call.account, region, self.rate.api)
+
+    def resource_arns(
+        self, partition: str, account: str, params: Mapping[str, Any] | None
+    ) -> tuple[str, ...]:
+        """ARNs the scoped actions may touch in ``account``.
+
+        ``params`` is a call's parameters (narrowest scope), or None for every resource of this
+        task in the account. The worker puts these into the session policy of each AssumeRole,
+        so a job can do nothing else even if the target role allows more.
+        """
+        raise NotImplementedError(f"{self.name} does not declare resource_arns")
 
     def find_previous(self, ctx: TaskContext, call: Call) -> TaskResult | None:  # noqa: ARG002
         """For non-idempotent tasks: the effect of an earlier attempt whose holder died.

@@ -82,6 +82,12 @@ class InvalidateTask(Task):
     idempotent = True  # deterministic CallerReference
     quota_codes = frozenset({"TooManyInvalidationsInProgress"})
 
+    def resource_arns(
+        self, partition: str, account: str, params: Mapping[str, Any] | None
+    ) -> tuple[str, ...]:
+        distribution = params["distribution_id"] if params else "*"
+        return (f"arn:{partition}:cloudfront::{account}:distribution/{distribution}",)
+
     def check(self, params: Mapping[str, Any]) -> None:
         wildcards = [p for p in reduce_paths(params["paths"]) if is_wildcard(p)]
         if len(wildcards) > MAX_WILDCARD_PATHS:

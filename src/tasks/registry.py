@@ -56,14 +56,22 @@ def _check_declaration(cls: type[Task]) -> None:
         fastjsonschema.compile(dict(schema))
     except fastjsonschema.JsonSchemaDefinitionException as exc:
         raise PluginError(f"{where}: params_schema is invalid: {exc}") from exc
-    actions = getattr(cls, "iam_actions", None)
-    if not actions or not all(isinstance(a, str) and _ACTION_RE.match(a) for a in actions):
-        raise PluginError(f"{where}: iam_actions must list 'service:Action' names")
+    _check_permissions(cls, where)
     rate = getattr(cls, "rate", None)
     if not isinstance(rate, RateLimit) or rate.per_second <= 0 or rate.burst < 1:
         raise PluginError(f"{where}: rate must be a RateLimit with a positive rate")
     if getattr(cls.run, "__isabstractmethod__", False):
         raise PluginError(f"{where}: run() is not implemented")
+
+
+def _check_permissions(cls: type[Task], where: str) -> None:
+    actions = getattr(cls, "iam_actions", None)
+    if not actions or not all(isinstance(a, str) and _ACTION_RE.match(a) for a in actions):
+        raise PluginError(f"{where}: iam_actions must list 'service:Action' names")
+    if not set(getattr(cls, "unscoped_actions", ())) <= set(actions):
+        raise PluginError(f"{where}: unscoped_actions must be a subset of iam_actions")
+    if cls.resource_arns is Task.resource_arns:
+        raise PluginError(f"{where}: resource_arns() is not implemented (session policy)")
 
 
 def register(cls: T) -> T:

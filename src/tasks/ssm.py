@@ -108,9 +108,39 @@ class SendCommandTask(Task):
             "max_errors": _RATE_OR_COUNT,
         },
     }
-    iam_actions = ("ssm:SendCommand", "ssm:GetCommandInvocation", "ssm:ListCommandInvocations")
+    iam_actions = (
+        "ssm:SendCommand",
+        "ssm:ListCommands",
+        "ssm:GetCommandInvocation",
+        "ssm:ListCommandInvocations",
+    )
+    # These do not support resource-level permissions.
+    unscoped_actions = (
+        "ssm:ListCommands",
+        "ssm:GetCommandInvocation",
+        "ssm:ListCommandInvocations",
+    )
     rate = RateLimit(api="ssm:SendCommand", per_second=5.0, burst=5)
     idempotent = False
+
+    def resource_arns(
+        self, partition: str, account: str, params: Mapping[str, Any] | None
+    ) -> tuple[str, ...]:
+        # SendCommand is authorized on the document (AWS-owned ones have no account in their
+        # ARN) and on every instance it targets; tag targets resolve to instances at run time.
+        document = "*"
+        instances = ["*"]
+        if params is not None:
+            name = str(params["document_name"])
+            document = name.rsplit("/", 1)[-1] if name.startswith("arn:") else name
+            instances = list(params.get("instance_ids", ["*"]))
+        arns = [
+            f"arn:{partition}:ssm:*::document/{document}",
+            f"arn:{partition}:ssm:*:{account}:document/{document}",
+        ]
+        arns += [f"arn:{partition}:ec2:*:{account}:instance/{i}" for i in instances]
+        arns.append(f"arn:{partition}:ssm:*:{account}:managed-instance/*")
+        return tuple(arns)
 
     def check(self, params: Mapping[str, Any]) -> None:
         if ("instance_ids" in params) == ("targets" in params):
