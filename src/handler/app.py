@@ -42,7 +42,11 @@ def reset() -> None:
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     records = event.get("Records", [])
-    verdicts = _worker().process(records, Deadline(context.get_remaining_time_in_millis))
+    # arn:aws:lambda:region:ACCOUNT:function:name - the account the worker must not target.
+    own_account = context.invoked_function_arn.split(":")[4]
+    verdicts = _worker().process(
+        records, Deadline(context.get_remaining_time_in_millis), own_account=own_account
+    )
     return process_partial_response(
         event=event, record_handler=verdicts.settle, processor=processor, context=context
     )

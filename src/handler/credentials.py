@@ -76,9 +76,11 @@ class SessionCache:
         self,
         settings: Settings,
         *,
+        check_account: Callable[[str], None],
         base_session: botocore.session.Session | None = None,
     ) -> None:
         self._settings = settings
+        self._check_account = check_account
         self._base = base_session or botocore.session.get_session()
         # The worker's own calls use the regional STS endpoint (the only one an STS VPC
         # interface endpoint serves).
@@ -95,9 +97,8 @@ class SessionCache:
         return self._base
 
     def check_target(self, account: str, region: str) -> str:
-        """The role ARN for a target, or :class:`AccountNotAllowedError`. No AWS call."""
-        if not self._settings.account_allowed(account):
-            raise AccountNotAllowedError(f"account {account} is not in ALLOWED_ACCOUNT_IDS")
+        """The role ARN for a target, or :class:`AccountNotAllowedError`. No STS call."""
+        self._check_account(account)
         partition = partition_of(region)
         if partition != self._partition:
             raise AccountNotAllowedError(

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -24,6 +25,7 @@ from handler.exceptions import (
     DeadlineExceededError,
     FanoutError,
     JobBusyError,
+    NotRunError,
     PermanentError,
     RetryableError,
     ThrottledError,
@@ -97,6 +99,28 @@ class _TargetContext:
         )
 
 
+class _FailureCount:
+    """Failed targets per request in this run, for the ``max_errors`` option."""
+
+    def __init__(self) -> None:
+        self._failed: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, jobs: Iterable[Job]) -> None:
+        with self._lock:
+            self._failed.update(job.request_id for job in jobs)
+
+    def over_limit(self, jobs: Sequence[Job]) -> NotRunError | None:
+        with self._lock:
+            for job in jobs:
+                failed = self._failed[job.request_id]
+                if job.max_errors is not None and failed > job.max_errors:
+                    return NotRunError(
+                        f"not run: {failed} targets failed, more than max_errors={job.max_errors}"
+                    )
+        return None
+
+
 class _Durations:
     """How long a task's calls take here; the time budget reserves that before starting one."""
 
@@ -143,27 +167,75 @@ class Dispatcher:
                 outcomes[job.key] = _dry_run(job)
             else:
                 live.append(job)
+        failures = _FailureCount()
         with ThreadPoolExecutor(
             max_workers=max(1, min(self._max_workers, len(live))), thread_name_prefix="fanout"
         ) as pool:
             claims = self._claim_all(pool, live, deadline, outcomes)
-            lanes: dict[tuple[str, str, str], list[tuple[Task, Call]]] = defaultdict(list)
-            by_task: dict[str, list[Job]] = defaultdict(list)
-            for job in live:
-                if job.key in claims:
-                    by_task[job.task].append(job)
-            for name, task_jobs in by_task.items():
-                task = get_task(name)
-                for call in task.plan(task_jobs):
-                    lanes[task.rate_key(call)].append((task, call))
-            futures = [
-                pool.submit(self._run_lane, lane, deadline, claims) for lane in lanes.values()
-            ]
-            for future in futures:
-                outcomes.update((o.job.key, o) for o in future.result())
+            # Canaries (and everything not gated by one) first; gated jobs only after their
+            # message's canary succeeded.
+            first = [j for j in live if j.key in claims and not j.after_canary]
+            run_jobs = partial(
+                self._run_jobs,
+                pool,
+                deadline=deadline,
+                claims=claims,
+                outcomes=outcomes,
+                failures=failures,
+            )
+            run_jobs(first)
+            gated = [j for j in live if j.key in claims and j.after_canary]
+            ready = self._pass_canaries(gated, outcomes)
+            run_jobs(ready)
         for key, claim in claims.items():
             self._record(claim, outcomes[key])
         return outcomes
+
+    def _run_jobs(
+        self,
+        pool: ThreadPoolExecutor,
+        jobs: Sequence[Job],
+        *,
+        deadline: Deadline,
+        claims: Mapping[str, Claim],
+        outcomes: dict[str, JobOutcome],
+        failures: _FailureCount,
+    ) -> None:
+        lanes: dict[tuple[str, str, str], list[tuple[Task, Call]]] = defaultdict(list)
+        by_task: dict[str, list[Job]] = defaultdict(list)
+        for job in jobs:
+            by_task[job.task].append(job)
+        for name, task_jobs in by_task.items():
+            task = get_task(name)
+            for call in task.plan(task_jobs):
+                lanes[task.rate_key(call)].append((task, call))
+        futures = [
+            pool.submit(self._run_lane, lane, deadline, claims, failures) for lane in lanes.values()
+        ]
+        for future in futures:
+            outcomes.update((o.job.key, o) for o in future.result())
+
+    @staticmethod
+    def _pass_canaries(gated: Sequence[Job], outcomes: dict[str, JobOutcome]) -> list[Job]:
+        """Gated jobs whose canary succeeded; the others are settled here."""
+        canaries = {o.job.request_id: o for o in outcomes.values() if o.job.canary}
+        ready: list[Job] = []
+        for job in gated:
+            canary = canaries.get(job.request_id)
+            if canary is None or canary.state is JobState.SUCCEEDED:
+                ready.append(job)  # no canary in this delivery: it succeeded earlier
+            elif canary.state is JobState.FAILED:
+                reason = canary.error.reason if canary.error else "unknown"
+                error: FanoutError = NotRunError(
+                    f"not run: canary target {canary.job.account} failed: {reason}"
+                )
+                outcomes[job.key] = JobOutcome(job, JobState.FAILED, error=error)
+            else:
+                error = DeadlineExceededError(
+                    f"waiting for canary target {canary.job.account} to succeed"
+                )
+                outcomes[job.key] = JobOutcome(job, JobState.RETRY, error=error)
+        return ready
 
     def _claim_all(
         self,
@@ -222,6 +294,7 @@ class Dispatcher:
         lane: list[tuple[Task, Call]],
         deadline: Deadline,
         claims: Mapping[str, Claim],
+        failures: _FailureCount,
     ) -> list[JobOutcome]:
         outcomes: list[JobOutcome] = []
         stop: RetryableError | None = None
@@ -230,8 +303,13 @@ class Dispatcher:
                 # The lane's quota is exhausted or time is up: the rest waits for redelivery.
                 outcomes.extend(_settle(call.jobs, JobState.RETRY, error=stop))
                 continue
+            over = failures.over_limit(call.jobs)
+            if over is not None:
+                outcomes.extend(_settle(call.jobs, JobState.FAILED, error=over))
+                continue
             recovered = any(claims[j.key].recovered for j in call.jobs)
             call_outcomes = self._run_call(task, call, deadline, recovered=recovered)
+            failures.add(o.job for o in call_outcomes if o.state is JobState.FAILED)
             outcomes.extend(call_outcomes)
             error = call_outcomes[0].error
             if isinstance(error, ThrottledError | DeadlineExceededError):

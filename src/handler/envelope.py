@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -55,7 +56,16 @@ V1_SCHEMA: Final[Mapping[str, Any]] = {
         "options": {
             "type": "object",
             "additionalProperties": False,
-            "properties": {"dry_run": {"type": "boolean"}},
+            "properties": {
+                "dry_run": {"type": "boolean"},
+                "canary": {"type": "boolean"},
+                "max_errors": {
+                    "anyOf": [
+                        {"type": "integer", "minimum": 0},
+                        {"type": "string", "pattern": "^(100|[1-9]?[0-9])%$"},
+                    ]
+                },
+            },
         },
     },
 }
@@ -85,14 +95,36 @@ LEGACY_TASK: Final = "cloudfront.invalidate"
 
 
 @dataclass(frozen=True, slots=True)
+class Options:
+    """Blast-radius controls of a message (``options`` in the envelope)."""
+
+    dry_run: bool = False
+    canary: bool = False
+    max_errors: int | str | None = None  # a count, or a percentage of the targets ("10%")
+
+    def max_errors_for(self, targets: int) -> int | None:
+        if isinstance(self.max_errors, str):
+            return math.ceil(targets * int(self.max_errors[:-1]) / 100)
+        return self.max_errors
+
+    def as_json(self) -> dict[str, Any]:
+        raw = {"dry_run": self.dry_run, "canary": self.canary, "max_errors": self.max_errors}
+        return {k: v for k, v in raw.items() if v not in (None, False)}
+
+
+@dataclass(frozen=True, slots=True)
 class Envelope:
     """A validated message: its request id, task and jobs (one per distinct target)."""
 
     request_id: str
     task: str
     jobs: tuple[Job, ...]
-    dry_run: bool = False
+    options: Options = Options()
     legacy: bool = False
+
+    @property
+    def dry_run(self) -> bool:
+        return self.options.dry_run
 
 
 @cache
@@ -138,13 +170,18 @@ def _from_v1(document: dict[str, Any], *, message_id: str, default_region: str) 
     validate(V1_SCHEMA, document, what="body")
     task = get_task(document["task"])
     request_id = document.get("request_id") or message_id
-    dry_run = bool(document.get("options", {}).get("dry_run", False))
+    raw = document.get("options", {})
+    options = Options(
+        dry_run=bool(raw.get("dry_run", False)),
+        canary=bool(raw.get("canary", False)),
+        max_errors=raw.get("max_errors"),
+    )
     shared = document.get("params", {})
     targets = [
         (t["account"], t.get("region", default_region), {**shared, **t.get("params", {})})
         for t in document["targets"]
     ]
-    return _envelope(task.name, request_id, message_id, targets, dry_run=dry_run, legacy=False)
+    return _envelope(task.name, request_id, message_id, targets, options=options, legacy=False)
 
 
 def _from_legacy(document: dict[str, Any], *, message_id: str, default_region: str) -> Envelope:
@@ -157,7 +194,7 @@ def _from_legacy(document: dict[str, Any], *, message_id: str, default_region: s
         )
         for e in document["entries"]
     ]
-    return _envelope(LEGACY_TASK, message_id, message_id, targets, dry_run=False, legacy=True)
+    return _envelope(LEGACY_TASK, message_id, message_id, targets, options=Options(), legacy=True)
 
 
 def _envelope(
@@ -166,11 +203,12 @@ def _envelope(
     message_id: str,
     targets: list[tuple[str, str, dict[str, Any]]],
     *,
-    dry_run: bool,
+    options: Options,
     legacy: bool,
 ) -> Envelope:
     task = get_task(task_name)
     jobs: dict[str, Job] = {}
+    max_errors = options.max_errors_for(len(targets))
     for index, (account, region, params) in enumerate(targets):
         where = f"target {index} ({account} {region})"
         try:
@@ -191,13 +229,16 @@ def _envelope(
                 params=params,
                 message_id=message_id,
                 index=index,
-                dry_run=dry_run,
+                dry_run=options.dry_run,
+                canary=options.canary and not jobs,
+                after_canary=options.canary and bool(jobs),
+                max_errors=max_errors,
             ),
         )
     return Envelope(
         request_id=request_id,
         task=task_name,
         jobs=tuple(jobs.values()),
-        dry_run=dry_run,
+        options=options,
         legacy=legacy,
     )

@@ -25,6 +25,7 @@ __all__ = [
     "FanoutError",
     "InvalidParamsError",
     "JobBusyError",
+    "NotRunError",
     "PermanentError",
     "QuotaExceededError",
     "RetryableError",
@@ -79,6 +80,10 @@ class AccessDeniedError(PermanentError):
 
 class TaskFailedError(PermanentError):
     """The AWS API rejected the request itself (validation, missing resource, ...)."""
+
+
+class NotRunError(PermanentError):
+    """Held back by a blast-radius control (failed canary, ``max_errors`` reached)."""
 
 
 class RetryableError(FanoutError):

@@ -17,6 +17,7 @@ from handler.exceptions import ConfigurationError
 __all__ = ["Settings", "get_settings"]
 
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
+_OU_RE = re.compile(r"^ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}$")
 # IAM role names: 1-64 of [\w+=,.@-]; paths: "/" or "/segment/.../".
 _ROLE_NAME_RE = re.compile(r"^[\w+=,.@-]{1,64}$")
 _ROLE_PATH_RE = re.compile(r"^/(?:[\x21-\x7e]{1,510}/)?$")
@@ -59,6 +60,7 @@ class Settings:
     target_role_path: str = "/"
     external_id: str | None = None
     allowed_account_ids: frozenset[str] = frozenset()
+    allowed_ou_ids: frozenset[str] = frozenset()
     allow_any_account: bool = False
     dead_letter_queue_url: str | None = None
     work_queue_url: str | None = None
@@ -95,8 +97,13 @@ class Settings:
         bad = sorted(a for a in accounts if not _ACCOUNT_RE.match(a))
         if bad:
             raise ConfigurationError(f"ALLOWED_ACCOUNT_IDS has invalid account ids: {bad}")
+        ous = frozenset(o.strip() for o in env.get("ALLOWED_OU_IDS", "").split(",") if o.strip())
+        bad = sorted(o for o in ous if not _OU_RE.match(o))
+        if bad:
+            raise ConfigurationError(f"ALLOWED_OU_IDS has invalid OU ids: {bad}")
         return cls(
             region=region,
+            allowed_ou_ids=ous,
             target_role_name=role_name,
             target_role_path=role_path,
             external_id=external_id,
@@ -110,9 +117,6 @@ class Settings:
             session_policy_scope=_choice(env, "SESSION_POLICY_SCOPE", ("task", "resource")),
             max_targets_per_message=_positive_int(env, "MAX_TARGETS_PER_MESSAGE", 500),
         )
-
-    def account_allowed(self, account: str) -> bool:
-        return self.allow_any_account or account in self.allowed_account_ids
 
 
 @cache

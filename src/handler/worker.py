@@ -15,6 +15,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from handler.accounts import AccountDirectory
 from handler.credentials import SessionCache
 from handler.deadletter import DeadLetters
 from handler.deadline import Deadline
@@ -53,11 +54,14 @@ class BatchWorker:
     def __init__(
         self,
         settings: Settings,
+        *,
         sessions: SessionCache,
         dispatcher: Dispatcher,
         dead_letters: DeadLetters,
         requeue: Requeue,
+        directory: AccountDirectory,
     ) -> None:
+        self._directory = directory
         self._settings = settings
         self._sessions = sessions
         self._dispatcher = dispatcher
@@ -66,7 +70,9 @@ class BatchWorker:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BatchWorker:
-        sessions = SessionCache(settings)
+        sessions: SessionCache
+        directory = AccountDirectory(settings, lambda: sessions.own_client("organizations"))
+        sessions = SessionCache(settings, check_account=directory.check)
         ledger: Ledger = (
             DynamoDBLedger(settings.ledger_table, lambda: sessions.own_client("dynamodb"))
             if settings.ledger_table
@@ -75,19 +81,28 @@ class BatchWorker:
         sqs = lambda: sessions.own_client("sqs")  # noqa: E731 - created on first use
         return cls(
             settings,
-            sessions,
-            Dispatcher(
+            sessions=sessions,
+            dispatcher=Dispatcher(
                 sessions,
                 RateLimiter(),
                 ledger,
                 max_workers=settings.max_workers,
                 resource_scoped_sessions=settings.session_policy_scope == "resource",
             ),
-            DeadLetters(settings.dead_letter_queue_url, sqs),
-            Requeue(settings.work_queue_url, sqs),
+            dead_letters=DeadLetters(settings.dead_letter_queue_url, sqs),
+            requeue=Requeue(settings.work_queue_url, sqs),
+            directory=directory,
         )
 
-    def process(self, records: Sequence[Mapping[str, Any]], deadline: Deadline) -> BatchVerdicts:
+    def process(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        deadline: Deadline,
+        *,
+        own_account: str | None = None,
+    ) -> BatchVerdicts:
+        if own_account:
+            self._directory.own_account = own_account
         errors: dict[str, FanoutError | None] = {}
         envelopes: dict[str, tuple[Mapping[str, Any], Envelope]] = {}
         for record in records:
@@ -99,6 +114,10 @@ class BatchWorker:
                 authorize(envelope, self._settings, self._sessions)
             except PermanentError as exc:
                 errors[message_id] = self._dead_letter(record, exc)
+                continue
+            except RetryableError as exc:  # e.g. the OU membership could not be resolved
+                logger.warning("message not authorized yet", extra={"reason": exc.reason})
+                errors[message_id] = exc
                 continue
             envelopes[message_id] = (record, envelope)
         # The same job in two messages (same request id, target and params) runs once.
@@ -220,17 +239,21 @@ class BatchWorker:
 
 
 def _envelope_body(envelope: Envelope, jobs: Sequence[Job]) -> str:
-    return json.dumps(
-        {
-            "version": 1,
-            "task": envelope.task,
-            "request_id": envelope.request_id,
-            "targets": [
-                {"account": j.account, "region": j.region, "params": dict(j.params)} for j in jobs
-            ],
-        },
-        separators=(",", ":"),
-    )
+    """A v1 body for some of a message's jobs: same request id and options, so job keys hold."""
+    options = envelope.options.as_json()
+    if options.get("canary") and not any(job.canary for job in jobs):
+        del options["canary"]  # the canary already succeeded
+    body: dict[str, Any] = {
+        "version": 1,
+        "task": envelope.task,
+        "request_id": envelope.request_id,
+        "targets": [
+            {"account": j.account, "region": j.region, "params": dict(j.params)} for j in jobs
+        ],
+    }
+    if options:
+        body["options"] = options
+    return json.dumps(body, separators=(",", ":"))
 
 
 def _audit(outcome: JobOutcome, sender: str) -> None:

@@ -39,6 +39,9 @@ class Job:
     message_id: str
     index: int  # position of the target in its message
     dry_run: bool = False
+    canary: bool = False  # runs first; the message's other jobs wait for its success
+    after_canary: bool = False
+    max_errors: int | None = None  # stop the message's fan-out after more failures than this
 
 
 @dataclass(frozen=True, slots=True)
