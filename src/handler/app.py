@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
@@ -23,6 +23,7 @@ from handler.settings import get_settings
 from handler.worker import BatchWorker
 
 logger = Logger()
+metrics = Metrics()
 # Every record failing is reported as such, not raised: SQS handles both the same way, and a
 # raised error would count as a function error in the alarms.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -30,7 +31,12 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 @cache
 def _worker() -> BatchWorker:
-    return BatchWorker.from_settings(get_settings())
+    settings = get_settings()
+    # The environment is read here, not at import, so a poller or test may set it late.
+    metrics.namespace = settings.metrics_namespace
+    metrics.service = settings.service_name
+    logger.service = settings.service_name
+    return BatchWorker.from_settings(settings)
 
 
 def reset() -> None:
@@ -39,6 +45,7 @@ def reset() -> None:
     _worker.cache_clear()
 
 
+@metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     records = event.get("Records", [])
@@ -47,6 +54,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
     verdicts = _worker().process(
         records, Deadline(context.get_remaining_time_in_millis), own_account=own_account
     )
+    verdicts.metrics.publish(metrics)
     return process_partial_response(
         event=event, record_handler=verdicts.settle, processor=processor, context=context
     )

@@ -35,6 +35,7 @@ from handler.ledger import Claim, Ledger, LedgerState
 from handler.policy import session_policy
 from handler.ratelimit import RateLimiter, TokenBucket
 from handler.retry import call_with_retry
+from handler.telemetry import BatchMetrics
 from tasks.base import Call, Job, Task, TaskResult
 from tasks.registry import get_task
 
@@ -158,8 +159,11 @@ class Dispatcher:
         self._resource_scope = resource_scoped_sessions
         self._durations = _Durations()
 
-    def run(self, jobs: Sequence[Job], deadline: Deadline) -> dict[str, JobOutcome]:
+    def run(
+        self, jobs: Sequence[Job], deadline: Deadline, metrics: BatchMetrics | None = None
+    ) -> dict[str, JobOutcome]:
         """Outcomes by job key, one for every job given."""
+        metrics = metrics or BatchMetrics()
         outcomes: dict[str, JobOutcome] = {}
         live: list[Job] = []
         for job in jobs:
@@ -182,6 +186,7 @@ class Dispatcher:
                 claims=claims,
                 outcomes=outcomes,
                 failures=failures,
+                metrics=metrics,
             )
             run_jobs(first)
             gated = [j for j in live if j.key in claims and j.after_canary]
@@ -200,6 +205,7 @@ class Dispatcher:
         claims: Mapping[str, Claim],
         outcomes: dict[str, JobOutcome],
         failures: _FailureCount,
+        metrics: BatchMetrics,
     ) -> None:
         lanes: dict[tuple[str, str, str], list[tuple[Task, Call]]] = defaultdict(list)
         by_task: dict[str, list[Job]] = defaultdict(list)
@@ -210,7 +216,8 @@ class Dispatcher:
             for call in task.plan(task_jobs):
                 lanes[task.rate_key(call)].append((task, call))
         futures = [
-            pool.submit(self._run_lane, lane, deadline, claims, failures) for lane in lanes.values()
+            pool.submit(self._run_lane, lane, deadline, claims, failures, metrics)
+            for lane in lanes.values()
         ]
         for future in futures:
             outcomes.update((o.job.key, o) for o in future.result())
@@ -295,6 +302,7 @@ class Dispatcher:
         deadline: Deadline,
         claims: Mapping[str, Claim],
         failures: _FailureCount,
+        metrics: BatchMetrics,
     ) -> list[JobOutcome]:
         outcomes: list[JobOutcome] = []
         stop: RetryableError | None = None
@@ -308,7 +316,7 @@ class Dispatcher:
                 outcomes.extend(_settle(call.jobs, JobState.FAILED, error=over))
                 continue
             recovered = any(claims[j.key].recovered for j in call.jobs)
-            call_outcomes = self._run_call(task, call, deadline, recovered=recovered)
+            call_outcomes = self._run_call(task, call, deadline, metrics, recovered=recovered)
             failures.add(o.job for o in call_outcomes if o.state is JobState.FAILED)
             outcomes.extend(call_outcomes)
             error = call_outcomes[0].error
@@ -317,7 +325,13 @@ class Dispatcher:
         return outcomes
 
     def _run_call(
-        self, task: Task, call: Call, deadline: Deadline, *, recovered: bool = False
+        self,
+        task: Task,
+        call: Call,
+        deadline: Deadline,
+        metrics: BatchMetrics,
+        *,
+        recovered: bool = False,
     ) -> list[JobOutcome]:
         expected = self._durations.expected(task.name)
         if not deadline.allows(expected):
@@ -346,23 +360,33 @@ class Dispatcher:
                 attempt,
                 idempotent=task.idempotent,
                 deadline=deadline,
-                on_retry=lambda e: _log_retry(key, bucket, e),
+                on_retry=lambda e: _log_retry(key, bucket, e, metrics, task.name),
             )
         except PermanentError as exc:
             return _settle(call.jobs, JobState.FAILED, error=exc)
         except RetryableError as exc:
             if isinstance(exc, ThrottledError):
                 bucket.throttled()
+                metrics.count("Throttles", task.name)
             return _settle(call.jobs, JobState.RETRY, error=exc)
         finally:
-            self._durations.record(task.name, time.monotonic() - started)
+            elapsed = time.monotonic() - started
+            self._durations.record(task.name, elapsed)
+            metrics.duration(task.name, elapsed)
         bucket.succeeded()
         return _settle(call.jobs, JobState.SUCCEEDED, result=result)
 
 
-def _log_retry(key: tuple[str, str, str], bucket: TokenBucket, error: FanoutError) -> None:
+def _log_retry(
+    key: tuple[str, str, str],
+    bucket: TokenBucket,
+    error: FanoutError,
+    metrics: BatchMetrics,
+    task: str,
+) -> None:
     if isinstance(error, ThrottledError):
         bucket.throttled()
+        metrics.count("Throttles", task)
     logger.info(
         "retrying call",
         extra={"account": key[0], "api": key[2], "error_class": error.error_class},

@@ -66,6 +66,8 @@ class Settings:
     work_queue_url: str | None = None
     ledger_table: str | None = None
     max_attempts: int = 5
+    service_name: str = "fanout"
+    metrics_namespace: str = "Fanout"
     max_workers: int = 8
     # "task": session policy = the task's actions on its resources in the account (one STS
     # call per account and task); "resource": only the call's own resources (one per resource).
@@ -113,6 +115,8 @@ class Settings:
             work_queue_url=env.get("WORK_QUEUE_URL", "").strip() or None,
             ledger_table=env.get("LEDGER_TABLE", "").strip() or None,
             max_attempts=_positive_int(env, "MAX_ATTEMPTS", 5),
+            service_name=env.get("POWERTOOLS_SERVICE_NAME", "").strip() or "fanout",
+            metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or "Fanout",
             max_workers=_positive_int(env, "MAX_WORKERS", 8),
             session_policy_scope=_choice(env, "SESSION_POLICY_SCOPE", ("task", "resource")),
             max_targets_per_message=_positive_int(env, "MAX_TARGETS_PER_MESSAGE", 500),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -27,6 +27,7 @@ from handler.ledger import DynamoDBLedger, InMemoryLedger, Ledger
 from handler.ratelimit import RateLimiter
 from handler.requeue import Requeue, attempt_of, retry_delay
 from handler.settings import Settings
+from handler.telemetry import BatchMetrics
 from tasks.base import Job
 
 __all__ = ["BatchVerdicts", "BatchWorker"]
@@ -39,6 +40,7 @@ class BatchVerdicts:
     """Per message id: None when done, else the error that sends it back to the queue."""
 
     errors: Mapping[str, FanoutError | None]
+    metrics: BatchMetrics = field(default_factory=BatchMetrics)
 
     def settle(self, record: SQSRecord) -> str:
         """Powertools record handler: raising marks the record as a batch-item failure."""
@@ -104,6 +106,7 @@ class BatchWorker:
         if own_account:
             self._directory.own_account = own_account
         errors: dict[str, FanoutError | None] = {}
+        metrics = BatchMetrics()
         envelopes: dict[str, tuple[Mapping[str, Any], Envelope]] = {}
         for record in records:
             message_id = record["messageId"]
@@ -114,6 +117,7 @@ class BatchWorker:
                 authorize(envelope, self._settings, self._sessions)
             except PermanentError as exc:
                 errors[message_id] = self._dead_letter(record, exc)
+                metrics.count("MessagesDeadLettered", "", int(errors[message_id] is None))
                 continue
             except RetryableError as exc:  # e.g. the OU membership could not be resolved
                 logger.warning("message not authorized yet", extra={"reason": exc.reason})
@@ -122,18 +126,20 @@ class BatchWorker:
             envelopes[message_id] = (record, envelope)
         # The same job in two messages (same request id, target and params) runs once.
         jobs = {job.key: job for _, env in envelopes.values() for job in env.jobs}
-        outcomes = self._dispatcher.run(list(jobs.values()), deadline) if jobs else {}
+        outcomes = self._dispatcher.run(list(jobs.values()), deadline, metrics) if jobs else {}
         for message_id, (record, envelope) in envelopes.items():
-            errors[message_id] = self._settle(record, envelope, outcomes)
-        return BatchVerdicts(errors)
+            errors[message_id] = self._settle(record, envelope, outcomes, metrics)
+        return BatchVerdicts(errors, metrics)
 
     def _settle(
         self,
         record: Mapping[str, Any],
         envelope: Envelope,
         outcomes: Mapping[str, JobOutcome],
+        metrics: BatchMetrics,
     ) -> FanoutError | None:
         results = [outcomes[job.key] for job in envelope.jobs]
+        task = envelope.task
         sender = record.get("attributes", {}).get("SenderId", "")
         for outcome in results:
             _audit(outcome, sender)
@@ -149,6 +155,9 @@ class BatchWorker:
                 for o in retry
             ]
             retry = []
+        metrics.count("JobsSucceeded", task, sum(o.state is JobState.SUCCEEDED for o in results))
+        metrics.count("JobsDeferred", task, len(retry))
+        metrics.count("JobsFailed", task, len(failed))
         if retry and not self._defer(record, envelope, retry, attempt):
             # No work queue to re-send to: SQS redelivers the whole message after its
             # visibility timeout. Dead-lettering waits until nothing of it is left to retry, so
@@ -161,12 +170,14 @@ class BatchWorker:
         if failed:
             error = failed[0].error or PermanentError("unknown failure")
             reason = f"{len(failed)} of {len(results)} targets failed: {error.reason}"
-            return self._dead_letter(
+            verdict = self._dead_letter(
                 record,
                 type(error)(reason),
                 envelope=envelope,
                 jobs=[o.job for o in failed],
             )
+            metrics.count("JobsDeadLettered", task, len(failed) if verdict is None else 0)
+            return verdict
         return None
 
     def _defer(
