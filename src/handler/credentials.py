@@ -34,7 +34,7 @@ _PARTITIONS: Final = (
     ("us-isob-", "aws-iso-b"),
     ("us-iso-", "aws-iso"),
 )
-_SESSION_NAME_BAD_CHARS = re.compile(r"[^\w+=,.@-]")
+_SESSION_NAME_BAD_CHARS = re.compile(r"[^\w+=,.@-]", re.ASCII)
 _SESSION_NAME_MAX = 64
 CREDENTIAL_SECONDS: Final = 3600
 

@@ -22,6 +22,7 @@ from aws_lambda_powertools import Logger
 from handler.credentials import SessionCache, partition_of
 from handler.deadline import Deadline
 from handler.exceptions import (
+    CanaryPendingError,
     DeadlineExceededError,
     FanoutError,
     JobBusyError,
@@ -29,6 +30,7 @@ from handler.exceptions import (
     PermanentError,
     RetryableError,
     ThrottledError,
+    TransientError,
     classify_aws_error,
 )
 from handler.ledger import Claim, Ledger, LedgerState
@@ -111,15 +113,21 @@ class _FailureCount:
         with self._lock:
             self._failed.update(job.request_id for job in jobs)
 
-    def over_limit(self, jobs: Sequence[Job]) -> NotRunError | None:
+    def hold_back(self, jobs: Sequence[Job]) -> tuple[list[JobOutcome], list[Job]]:
+        """Split jobs into those held back (their request is over max_errors) and the rest."""
+        held: list[JobOutcome] = []
+        runnable: list[Job] = []
         with self._lock:
             for job in jobs:
                 failed = self._failed[job.request_id]
                 if job.max_errors is not None and failed > job.max_errors:
-                    return NotRunError(
+                    error = NotRunError(
                         f"not run: {failed} targets failed, more than max_errors={job.max_errors}"
                     )
-        return None
+                    held.append(JobOutcome(job, JobState.FAILED, error=error))
+                else:
+                    runnable.append(job)
+        return held, runnable
 
 
 class _Durations:
@@ -238,7 +246,7 @@ class Dispatcher:
                 )
                 outcomes[job.key] = JobOutcome(job, JobState.FAILED, error=error)
             else:
-                error = DeadlineExceededError(
+                error = CanaryPendingError(
                     f"waiting for canary target {canary.job.account} to succeed"
                 )
                 outcomes[job.key] = JobOutcome(job, JobState.RETRY, error=error)
@@ -282,6 +290,14 @@ class Dispatcher:
             JobState.FAILED: LedgerState.FAILED,
             JobState.RETRY: LedgerState.RETRY,
         }[outcome.state]
+        if (
+            outcome.state is JobState.RETRY
+            and isinstance(outcome.error, TransientError)
+            and not get_task(outcome.job.task).idempotent
+        ):
+            # A 5xx, timeout or unexpected error after a non-idempotent call was sent: it may
+            # have run. The next attempt looks for its effect before running again.
+            state = LedgerState.UNCERTAIN
         try:
             self._ledger.finish(
                 claim,
@@ -307,21 +323,22 @@ class Dispatcher:
         outcomes: list[JobOutcome] = []
         stop: RetryableError | None = None
         for task, call in lane:
-            if stop is not None:
-                # The lane's quota is exhausted or time is up: the rest waits for redelivery.
-                outcomes.extend(_settle(call.jobs, JobState.RETRY, error=stop))
-                continue
-            over = failures.over_limit(call.jobs)
-            if over is not None:
-                outcomes.extend(_settle(call.jobs, JobState.FAILED, error=over))
-                continue
-            recovered = any(claims[j.key].recovered for j in call.jobs)
-            call_outcomes = self._run_call(task, call, deadline, metrics, recovered=recovered)
-            failures.add(o.job for o in call_outcomes if o.state is JobState.FAILED)
-            outcomes.extend(call_outcomes)
-            error = call_outcomes[0].error
-            if isinstance(error, ThrottledError | DeadlineExceededError):
-                stop = error
+            held, runnable = failures.hold_back(call.jobs)
+            outcomes.extend(held)
+            # When some requests of a coalesced call reached max_errors, re-plan without them.
+            calls = [call] if len(runnable) == len(call.jobs) else task.plan(runnable)
+            for each in calls:
+                if stop is not None:
+                    # The lane's quota is exhausted or time is up: the rest waits for redelivery.
+                    outcomes.extend(_settle(each.jobs, JobState.RETRY, error=stop))
+                    continue
+                recovered = any(claims[j.key].recovered for j in each.jobs)
+                call_outcomes = self._run_call(task, each, deadline, metrics, recovered=recovered)
+                failures.add(o.job for o in call_outcomes if o.state is JobState.FAILED)
+                outcomes.extend(call_outcomes)
+                error = call_outcomes[0].error
+                if isinstance(error, ThrottledError | DeadlineExceededError):
+                    stop = error
         return outcomes
 
     def _run_call(

@@ -26,9 +26,10 @@ from tasks.registry import get_task
 
 __all__ = ["LEGACY_SCHEMA", "V1_SCHEMA", "Envelope", "parse_message"]
 
-REQUEST_ID_PATTERN: Final = r"^[A-Za-z0-9][\w+=,.@:/-]{0,127}$"
-ACCOUNT_PATTERN: Final = r"^\d{12}$"
-REGION_PATTERN: Final = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$"
+# Patterns run on Python's re, where \d and \w match any Unicode digit or letter: ASCII only.
+REQUEST_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_+=,.@:/-]{0,127}$"
+ACCOUNT_PATTERN: Final = r"^[0-9]{12}$"
+REGION_PATTERN: Final = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}$"
 
 V1_SCHEMA: Final[Mapping[str, Any]] = {
     "type": "object",
@@ -146,10 +147,19 @@ def validate(schema: Mapping[str, Any], value: Any, *, what: str) -> None:
 
 
 def job_key(
-    request_id: str, task: str, account: str, region: str, params: Mapping[str, Any]
+    request_id: str,
+    task: str,
+    account: str,
+    region: str,
+    params: Mapping[str, Any],
+    *,
+    dry_run: bool = False,
 ) -> str:
-    """A key that is the same for the same job on every delivery of its message."""
-    canonical = json.dumps([request_id, task, account, region, params], sort_keys=True)
+    """A key that is the same for the same job on every delivery of its message.
+
+    A dry run of a job is another job: it must never stand in for the real one.
+    """
+    canonical = json.dumps([request_id, task, account, region, params, dry_run], sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
@@ -157,7 +167,7 @@ def parse_message(body: str, *, message_id: str, default_region: str) -> Envelop
     """Parse and validate one SQS body. Raises a :class:`PermanentError` subclass when bad."""
     try:
         document = json.loads(body)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: also integers over 4300 digits
         raise BadMessageError(f"body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise BadMessageError(f"body must be a JSON object, got {type(document).__name__}")
@@ -216,7 +226,7 @@ def _envelope(
             task.check(params)
         except (BadMessageError, InvalidParamsError) as exc:
             raise InvalidParamsError(f"{where}: {exc.reason}") from None
-        key = job_key(request_id, task_name, account, region, params)
+        key = job_key(request_id, task_name, account, region, params, dry_run=options.dry_run)
         # The same target twice in one message is one job: it must not run twice.
         jobs.setdefault(
             key,

@@ -20,6 +20,7 @@ __all__ = [
     "AccessDeniedError",
     "AccountNotAllowedError",
     "BadMessageError",
+    "CanaryPendingError",
     "ConfigurationError",
     "DeadlineExceededError",
     "FanoutError",
@@ -104,6 +105,10 @@ class QuotaExceededError(RetryableError):
 
 class DeadlineExceededError(RetryableError):
     """Not started, or abandoned, because the function would time out first."""
+
+
+class CanaryPendingError(RetryableError):
+    """The message's canary target has not succeeded yet."""
 
 
 class JobBusyError(RetryableError):

@@ -46,6 +46,8 @@ class LedgerState(StrEnum):
     SUCCEEDED = "succeeded"
     RETRY = "retry"
     FAILED = "failed"
+    # Retry, but the last attempt's outcome is unknown (non-idempotent call, 5xx/timeout).
+    UNCERTAIN = "uncertain"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +93,15 @@ class Ledger(Protocol):
     def jobs(self, request_id: str) -> list[JobRecord]: ...
 
 
+_MAY_HAVE_RUN = (LedgerState.IN_PROGRESS, LedgerState.UNCERTAIN)
+
+
 def _claimable(record: JobRecord | None, now: float) -> bool:
-    if record is None or record.state in (LedgerState.RETRY, LedgerState.FAILED):
+    if record is None or record.state in (
+        LedgerState.RETRY,
+        LedgerState.FAILED,
+        LedgerState.UNCERTAIN,
+    ):
         return True
     if record.state is LedgerState.IN_PROGRESS:
         return record.lock_expires is not None and record.lock_expires < now
@@ -127,7 +136,7 @@ class InMemoryLedger:
                 claim_token=uuid.uuid4().hex,
             )
             self._records[(job.request_id, job.key)] = record
-        recovered = previous is not None and previous.state is LedgerState.IN_PROGRESS
+        recovered = previous is not None and previous.state in _MAY_HAVE_RUN
         return Claim(granted=True, record=record, recovered=recovered)
 
     def finish(
@@ -198,7 +207,7 @@ class DynamoDBLedger:
                     "created_at = if_not_exists(created_at, :now), expires_at = :ttl"
                 ),
                 ConditionExpression=(
-                    "attribute_not_exists(pk) OR #state IN (:retry, :failed) "
+                    "attribute_not_exists(pk) OR #state IN (:retry, :failed, :uncertain) "
                     "OR (#state = :in_progress AND lock_expires < :now)"
                 ),
                 ExpressionAttributeNames={"#state": "state", "#region": "region"},
@@ -206,6 +215,7 @@ class DynamoDBLedger:
                     ":in_progress": {"S": LedgerState.IN_PROGRESS.value},
                     ":retry": {"S": LedgerState.RETRY.value},
                     ":failed": {"S": LedgerState.FAILED.value},
+                    ":uncertain": {"S": LedgerState.UNCERTAIN.value},
                     ":until": {"N": _number(now + lock_seconds)},
                     ":token": {"S": token},
                     ":zero": {"N": "0"},
@@ -225,7 +235,7 @@ class DynamoDBLedger:
             item: Mapping[str, Any] = exc.response.get("Item", {})  # type: ignore[assignment]
             return Claim(granted=False, record=_record(item))
         previous = response.get("Attributes", {})
-        recovered = previous.get("state", {}).get("S") == LedgerState.IN_PROGRESS.value
+        recovered = previous.get("state", {}).get("S") in {s.value for s in _MAY_HAVE_RUN}
         attempts = int(previous.get("attempts", {}).get("N", "0")) + 1
         record = JobRecord(
             request_id=job.request_id,

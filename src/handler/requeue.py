@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from handler.exceptions import (
+    CanaryPendingError,
     DeadlineExceededError,
     FanoutError,
     JobBusyError,
@@ -30,6 +31,7 @@ _BASE_DELAY = (
     (QuotaExceededError, 60.0),  # e.g. CloudFront's invalidations in progress: minutes
     (ThrottledError, 10.0),
     (JobBusyError, 30.0),
+    (CanaryPendingError, 10.0),
     (DeadlineExceededError, 0.0),  # not started for lack of time: the next invocation can
 )
 _DEFAULT_BASE_DELAY = 5.0

@@ -16,12 +16,12 @@ from handler.exceptions import ConfigurationError
 
 __all__ = ["Settings", "get_settings"]
 
-_ACCOUNT_RE = re.compile(r"^\d{12}$")
+_ACCOUNT_RE = re.compile(r"^[0-9]{12}$")
 _OU_RE = re.compile(r"^ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}$")
 # IAM role names: 1-64 of [\w+=,.@-]; paths: "/" or "/segment/.../".
-_ROLE_NAME_RE = re.compile(r"^[\w+=,.@-]{1,64}$")
+_ROLE_NAME_RE = re.compile(r"^[\w+=,.@-]{1,64}$", re.ASCII)
 _ROLE_PATH_RE = re.compile(r"^/(?:[\x21-\x7e]{1,510}/)?$")
-_EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
+_EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$", re.ASCII)
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 
@@ -46,7 +46,7 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit() or int(raw) < 1:
+    if not re.fullmatch(r"[0-9]+", raw) or int(raw) < 1:
         raise ConfigurationError(f"{name} must be a positive integer, got {raw!r}")
     return int(raw)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 __all__ = ["COUNTERS", "BatchMetrics"]
 
@@ -50,6 +51,8 @@ class BatchMetrics:
         durations = [v for values in self.durations_ms.values() for v in values]
         for value in durations[:100]:  # EMF keeps at most 100 values per metric
             metrics.add_metric(name="JobDuration", unit=MetricUnit.Milliseconds, value=value)
+        if is_metrics_disabled():
+            return  # single_metric prints even when POWERTOOLS_METRICS_DISABLED is set
         dimensions = {"service": metrics.service or "fanout"}
         for (name, task), value in sorted(self.counts.items()):
             if task:

@@ -267,3 +267,34 @@ def test_a_target_out_of_attempts_is_dead_lettered_with_its_last_error(
     [letter] = dead_letters()
     assert "gave up after 5 attempts" in letter["fanout.reason"]
     assert letter["fanout.error_class"] == "ThrottledError"
+
+
+def test_a_command_whose_response_was_lost_is_not_sent_twice(
+    monkeypatch: pytest.MonkeyPatch, context: FakeLambdaContext
+) -> None:
+    """GIVEN SendCommand reaches SSM (the command runs) but the response is a 503
+    WHEN the message is redelivered
+    THEN the worker finds the command by its job token instead of sending a second one."""
+    body = ssm_body(TARGET_ACCOUNTS[:1])
+    original = BaseClient._make_api_call
+
+    def lost_response(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        response = original(self, operation, params)
+        if operation == "SendCommand":
+            raise ClientError(
+                {
+                    "Error": {"Code": "ServiceUnavailable"},
+                    "ResponseMetadata": {"HTTPStatusCode": 503},
+                },
+                operation,
+            )
+        return response
+
+    with monkeypatch.context() as flaky:
+        flaky.setattr(BaseClient, "_make_api_call", lost_response)
+        first = lambda_handler(sqs_event(sqs_record(body, message_id="m-1")), context)
+    second = lambda_handler(sqs_event(sqs_record(body, message_id="m-1", receive_count=2)), context)
+
+    assert failures(first) == ["m-1"]
+    assert failures(second) == []
+    assert len(commands_in(TARGET_ACCOUNTS[0])) == 1

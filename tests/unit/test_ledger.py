@@ -165,3 +165,18 @@ def test_jobs_lists_every_target_of_a_request_only(
     records = ledger.jobs("req-1")
 
     assert sorted((r.job_key, r.result_id) for r in records) == [("a", "r-a"), ("b", "r-b")]
+
+
+def test_an_uncertain_outcome_is_claimed_as_a_recovery(
+    make_ledger: Callable[[Clock], Ledger],
+) -> None:
+    """GIVEN a job whose last attempt ended with an unknown outcome (state uncertain)
+    WHEN it is claimed again THEN the claim is granted as a recovery, so the plugin first
+    looks for the earlier attempt's effect."""
+    ledger = make_ledger(Clock())
+    ledger.finish(ledger.claim(job(), lock_seconds=60), LedgerState.UNCERTAIN, error="503")
+
+    claim = ledger.claim(job(), lock_seconds=60)
+
+    assert claim.granted
+    assert claim.recovered

@@ -1,0 +1,162 @@
+"""``fanout publish`` against the emulator's queue: validation first, then batched sends."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from fanout.cli import main
+from fanout.emulator import Organisation
+
+pytestmark = pytest.mark.integration
+
+DISTRIBUTION = "E2QWRUHEXAMPLE"
+
+
+def bodies(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [json.loads(m["Body"]) for m in messages]
+
+
+def test_an_invalid_task_is_refused_with_exit_2_and_nothing_is_sent(
+    aws_env: Organisation,
+    capsys: pytest.CaptureFixture[str],
+    depth: Callable[[str], tuple[int, int]],
+) -> None:
+    """GIVEN an invalidation whose path does not start with '/'
+    WHEN it is published
+    THEN the exit code is 2, stderr gives the worker's one-line reason, and the queue is empty."""
+    code = main(
+        [
+            "publish",
+            "cloudfront.invalidate",
+            "--accounts",
+            "111111111111",
+            "--param",
+            "paths=index.html",
+            "--target-param",
+            f"111111111111:distribution_id={DISTRIBUTION}",
+        ]
+    )
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "paths" in err
+    assert depth(aws_env.queue_url) == (0, 0)
+
+
+def test_an_unknown_task_is_refused_with_exit_2(
+    aws_env: Organisation, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GIVEN a task name no plugin registers
+    WHEN it is published
+    THEN the exit code is 2 and the reason lists the known tasks."""
+    code = main(["publish", "cloudfront.purge", "--accounts", "111111111111"])
+
+    assert code == 2
+    assert "cloudfront.invalidate" in capsys.readouterr().err
+
+
+def test_many_targets_are_split_into_messages_sharing_one_request_id(
+    aws_env: Organisation,
+    capsys: pytest.CaptureFixture[str],
+    read_queue: Callable[[str], list[dict[str, Any]]],
+) -> None:
+    """GIVEN 120 target accounts
+    WHEN a task is published with the default of 50 targets per message
+    THEN 3 messages carry 50, 50 and 20 targets under the one request id that was printed."""
+    accounts = [f"{n:012d}" for n in range(100_000_000_000, 100_000_000_120)]
+
+    code = main(
+        [
+            "publish",
+            "ssm.send_command",
+            "--accounts",
+            ",".join(accounts),
+            "--param",
+            "document_name=AWS-RunShellScript",
+            "--param",
+            'targets=[{"key": "tag:Role", "values": ["web"]}]',
+        ]
+    )
+
+    printed = re.findall(r"^request id: (\S+)$", capsys.readouterr().out, re.MULTILINE)
+    sent = bodies(read_queue(aws_env.queue_url))
+    assert code == 0
+    assert sorted(len(b["targets"]) for b in sent) == [20, 50, 50]
+    assert {b["request_id"] for b in sent} == set(printed)
+    assert len(printed) == 1
+    assert sorted(t["account"] for b in sent for t in b["targets"]) == accounts
+
+
+def test_params_accumulate_and_per_account_params_go_to_their_target(
+    aws_env: Organisation, read_queue: Callable[[str], list[dict[str, Any]]]
+) -> None:
+    """GIVEN a repeated --param key, per-account --target-param values, and two regions
+    WHEN the task is published
+    THEN the key holds a list, and each account x region target carries its own params."""
+    code = main(
+        [
+            "publish",
+            "cloudfront.invalidate",
+            "--accounts",
+            "111111111111,222222222222",
+            "--regions",
+            "us-east-1,eu-west-1",
+            "--param",
+            "paths=/index.html",
+            "--param",
+            "paths=/img/*",
+            "--target-param",
+            "111111111111:distribution_id=EAAAAAAAAAAAA",
+            "--target-param",
+            "222222222222:distribution_id=EBBBBBBBBBBBB",
+            "--request-id",
+            "release-42",
+            "--dry-run",
+        ]
+    )
+
+    (body,) = bodies(read_queue(aws_env.queue_url))
+    assert code == 0
+    assert body["request_id"] == "release-42"
+    assert body["params"] == {"paths": ["/index.html", "/img/*"]}
+    assert body["options"] == {"dry_run": True}
+    assert [
+        (t["account"], t["region"], t["params"]["distribution_id"]) for t in body["targets"]
+    ] == [
+        ("111111111111", "us-east-1", "EAAAAAAAAAAAA"),
+        ("111111111111", "eu-west-1", "EAAAAAAAAAAAA"),
+        ("222222222222", "us-east-1", "EBBBBBBBBBBBB"),
+        ("222222222222", "eu-west-1", "EBBBBBBBBBBBB"),
+    ]
+
+
+def test_a_prepared_legacy_body_is_sent_unchanged(
+    aws_env: Organisation,
+    tmp_path: Any,
+    read_queue: Callable[[str], list[dict[str, Any]]],
+) -> None:
+    """GIVEN a file holding a legacy {"entries": [...]} body
+    WHEN it is published with --file
+    THEN the queue receives that body as it was written."""
+    legacy = {
+        "entries": [
+            {
+                "aws_account_id": "111111111111",
+                "cloudfront_distribution_id": DISTRIBUTION,
+                "invalidation_path": "/images/cat.jpg",
+            }
+        ]
+    }
+    path = tmp_path / "body.json"
+    path.write_text(json.dumps(legacy))
+
+    code = main(["publish", "--file", str(path)])
+
+    assert code == 0
+    assert bodies(read_queue(aws_env.queue_url)) == [legacy]

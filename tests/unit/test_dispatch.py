@@ -1,0 +1,500 @@
+"""handler.dispatch.Dispatcher: real plugins, fake target-account clients, no real sleeping.
+
+A fake session cache hands each plugin a fake client per account that records its calls and
+fails the way the test says; the rate limiter's sleep is a no-op and ``no_sleep`` (conftest)
+does the same for tenacity's backoff.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from handler.deadline import Deadline
+from handler.dispatch import Dispatcher, JobOutcome, JobState
+from handler.exceptions import (
+    DeadlineExceededError,
+    JobBusyError,
+    PermanentError,
+    QuotaExceededError,
+    RetryableError,
+    TaskFailedError,
+    ThrottledError,
+    TransientError,
+)
+from handler.ledger import InMemoryLedger, Ledger, LedgerState
+from handler.ratelimit import RateLimiter
+from tasks.base import Job
+
+ACCOUNT_A = "111111111111"
+ACCOUNT_B = "222222222222"
+ACCOUNT_C = "333333333333"
+DIST_1 = "E2QWRUHEXAMPLE"
+DIST_2 = "E1B2C3D4EXAMPLE"
+INSTANCE = "i-0123456789abcdef0"
+
+
+def client_error(code: str, status: int, operation: str) -> ClientError:
+    response: Any = {
+        "Error": {"Code": code, "Message": code},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, operation)
+
+
+ERRORS: Mapping[str, tuple[str, int]] = {
+    "throttled": ("Throttling", 400),
+    "missing": ("NoSuchDistribution", 404),
+    "server": ("InternalError", 500),
+    "quota": ("TooManyInvalidationsInProgress", 400),
+}
+
+
+@dataclass
+class FakeAccountClient:
+    """CloudFront and SSM of one target account: records calls, fails on request."""
+
+    account: str
+    failures: Mapping[str, str]  # resource (distribution id / document) -> ERRORS key
+    calls: list[str] = field(default_factory=list)
+
+    def _maybe_fail(self, resource: str, operation: str) -> None:
+        self.calls.append(resource)
+        if resource in self.failures:
+            raise client_error(*ERRORS[self.failures[resource]], operation)
+
+    def create_invalidation(self, DistributionId: str, InvalidationBatch: Any) -> Any:  # noqa: N803
+        self._maybe_fail(DistributionId, "CreateInvalidation")
+        return {"Invalidation": {"Id": f"I-{self.account}-{DistributionId}", "Status": "Done"}}
+
+    def send_command(self, DocumentName: str, **_: Any) -> Any:  # noqa: N803
+        self._maybe_fail(DocumentName, "SendCommand")
+        return {"Command": {"CommandId": f"C-{self.account}", "Status": "Pending"}}
+
+
+class FakeSessions:
+    """Stands in for SessionCache: one fake client per account, every request recorded."""
+
+    def __init__(self, failures: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        self.failures = failures or {}
+        self.accounts: dict[str, FakeAccountClient] = {}
+        self.requests: list[dict[str, Any]] = []
+
+    def client(
+        self,
+        service: str,
+        *,
+        account: str,
+        region: str,
+        request_id: str,
+        max_attempts: int = 2,
+        **_options: Any,  # e.g. the session policy: not what these tests are about
+    ) -> FakeAccountClient:
+        self.requests.append(
+            {
+                "service": service,
+                "account": account,
+                "region": region,
+                "request_id": request_id,
+                "max_attempts": max_attempts,
+            }
+        )
+        return self.accounts.setdefault(
+            account, FakeAccountClient(account, self.failures.get(account, {}))
+        )
+
+    def calls(self, account: str) -> list[str]:
+        return self.accounts[account].calls if account in self.accounts else []
+
+
+def invalidation(
+    request_id: str,
+    account: str = ACCOUNT_A,
+    distribution_id: str = DIST_1,
+    paths: Sequence[str] = ("/index.html",),
+    *,
+    dry_run: bool = False,
+    index: int = 0,
+    **options: Any,  # canary, after_canary, max_errors
+) -> Job:
+    return Job(
+        key=f"cf/{request_id}/{account}/{distribution_id}/{dry_run}",
+        request_id=request_id,
+        task="cloudfront.invalidate",
+        account=account,
+        region="us-east-1",
+        params={"distribution_id": distribution_id, "paths": list(paths)},
+        message_id=f"msg-{request_id}",
+        index=index,
+        dry_run=dry_run,
+        **options,
+    )
+
+
+def command(
+    request_id: str,
+    account: str = ACCOUNT_A,
+    document: str = "AWS-RunShellScript",
+    *,
+    dry_run: bool = False,
+    **options: Any,  # canary, after_canary, max_errors
+) -> Job:
+    return Job(
+        key=f"ssm/{request_id}/{account}/{document}/{dry_run}",
+        request_id=request_id,
+        task="ssm.send_command",
+        account=account,
+        region="eu-west-1",
+        params={"document_name": document, "instance_ids": [INSTANCE]},
+        message_id=f"msg-{request_id}",
+        index=0,
+        dry_run=dry_run,
+        **options,
+    )
+
+
+def dispatch(
+    sessions: FakeSessions,
+    jobs: Sequence[Job],
+    *,
+    remaining_ms: int = 600_000,
+    ledger: Ledger | None = None,
+    max_workers: int = 4,
+) -> dict[str, JobOutcome]:
+    dispatcher = Dispatcher(
+        sessions,  # type: ignore[arg-type]
+        RateLimiter(sleep=lambda _seconds: None),
+        ledger or InMemoryLedger(),
+        max_workers=max_workers,
+    )
+    return dispatcher.run(list(jobs), Deadline(remaining_ms=lambda: remaining_ms))
+
+
+def states(outcomes: Mapping[str, JobOutcome]) -> dict[str, JobState]:
+    return {key: outcome.state for key, outcome in outcomes.items()}
+
+
+# --- behaviour ---------------------------------------------------------------------------------
+
+
+def test_dry_run_jobs_succeed_as_dry_run_without_any_aws_call() -> None:
+    """GIVEN dry-run jobs of both plugins
+    WHEN they are dispatched
+    THEN each succeeds with resource_id 'dry-run'
+    AND no client is requested and no AWS call is made."""
+    sessions = FakeSessions()
+    jobs = [invalidation("req-1", dry_run=True), command("req-2", dry_run=True)]
+
+    outcomes = dispatch(sessions, jobs)
+
+    assert {
+        k: (o.state, o.result.resource_id if o.result else None) for k, o in outcomes.items()
+    } == {job.key: (JobState.SUCCEEDED, "dry-run") for job in jobs}
+    assert sessions.requests == []
+
+
+def test_a_coalesced_call_that_succeeds_settles_all_its_jobs_with_its_result() -> None:
+    """GIVEN two requests invalidating the same distribution
+    WHEN they are dispatched
+    THEN CloudFront is called once and both jobs succeed with the same invalidation id."""
+    sessions = FakeSessions()
+    jobs = [invalidation("req-1", paths=["/a"]), invalidation("req-2", paths=["/b"])]
+
+    outcomes = dispatch(sessions, jobs)
+
+    assert sessions.calls(ACCOUNT_A) == [DIST_1]
+    assert {o.result.resource_id for o in outcomes.values() if o.result} == {
+        f"I-{ACCOUNT_A}-{DIST_1}"
+    }
+    assert set(states(outcomes).values()) == {JobState.SUCCEEDED}
+
+
+def test_a_permanent_error_fails_every_job_of_its_call_without_retry() -> None:
+    """GIVEN two requests coalesced into one invalidation of a distribution that does not exist
+    WHEN they are dispatched
+    THEN CloudFront is called once and both jobs FAIL with a TaskFailedError."""
+    sessions = FakeSessions({ACCOUNT_A: {DIST_1: "missing"}})
+    jobs = [invalidation("req-1", paths=["/a"]), invalidation("req-2", paths=["/b"])]
+
+    outcomes = dispatch(sessions, jobs)
+
+    assert sessions.calls(ACCOUNT_A) == [DIST_1]
+    assert states(outcomes) == {job.key: JobState.FAILED for job in jobs}
+    assert all(isinstance(o.error, TaskFailedError) for o in outcomes.values())
+
+
+def test_a_call_that_stays_throttled_sends_the_rest_of_its_lane_back_uncalled(
+    no_sleep: None,
+) -> None:
+    """GIVEN account A with two distributions (one CloudFront rate lane) where the first is
+    always throttled, and account B with a healthy distribution
+    WHEN the jobs are dispatched
+    THEN the throttled call is retried, then both jobs of account A are RETRY with a
+    ThrottledError, the second distribution is never called,
+    AND account B's lane is not affected."""
+    sessions = FakeSessions({ACCOUNT_A: {DIST_1: "throttled"}})
+    first = invalidation("req-a", ACCOUNT_A, DIST_1)
+    second = invalidation("req-b", ACCOUNT_A, DIST_2)
+    elsewhere = invalidation("req-c", ACCOUNT_B, DIST_1)
+
+    outcomes = dispatch(sessions, [first, second, elsewhere])
+
+    assert states(outcomes) == {
+        first.key: JobState.RETRY,
+        second.key: JobState.RETRY,
+        elsewhere.key: JobState.SUCCEEDED,
+    }
+    assert isinstance(outcomes[second.key].error, ThrottledError)
+    assert DIST_2 not in sessions.calls(ACCOUNT_A)
+    assert len(sessions.calls(ACCOUNT_A)) > 1  # the throttled call itself was retried
+
+
+def test_a_full_quota_defers_only_its_call_and_the_lane_goes_on() -> None:
+    """GIVEN account A's first distribution has too many invalidations in progress
+    WHEN two distributions of account A are dispatched
+    THEN the first job is RETRY with QuotaExceededError and the second still succeeds."""
+    sessions = FakeSessions({ACCOUNT_A: {DIST_1: "quota"}})
+    first = invalidation("req-a", ACCOUNT_A, DIST_1)
+    second = invalidation("req-b", ACCOUNT_A, DIST_2)
+
+    outcomes = dispatch(sessions, [first, second])
+
+    assert states(outcomes) == {first.key: JobState.RETRY, second.key: JobState.SUCCEEDED}
+    assert isinstance(outcomes[first.key].error, QuotaExceededError)
+
+
+def test_a_server_error_of_a_non_idempotent_call_is_not_repeated() -> None:
+    """GIVEN SendCommand answering 500 (it may or may not have run)
+    WHEN an ssm.send_command job is dispatched
+    THEN SendCommand is called exactly once and the job is RETRY with a TransientError."""
+    sessions = FakeSessions({ACCOUNT_A: {"AWS-RunShellScript": "server"}})
+    job = command("req-1")
+
+    outcomes = dispatch(sessions, [job])
+
+    assert sessions.calls(ACCOUNT_A) == ["AWS-RunShellScript"]
+    assert outcomes[job.key].state is JobState.RETRY
+    assert isinstance(outcomes[job.key].error, TransientError)
+
+
+def test_a_server_error_of_an_idempotent_call_is_retried_in_function(no_sleep: None) -> None:
+    """GIVEN CreateInvalidation (idempotent) always answering 500
+    WHEN a cloudfront job is dispatched
+    THEN the call is attempted more than once before the job is RETRY."""
+    sessions = FakeSessions({ACCOUNT_A: {DIST_1: "server"}})
+    job = invalidation("req-1")
+
+    outcomes = dispatch(sessions, [job])
+
+    assert len(sessions.calls(ACCOUNT_A)) > 1
+    assert outcomes[job.key].state is JobState.RETRY
+
+
+def test_clients_are_requested_in_the_target_with_botocore_retries_only_if_idempotent() -> None:
+    """GIVEN one cloudfront job (idempotent) and one ssm job (not idempotent)
+    WHEN they are dispatched
+    THEN each client is requested in its job's account and region, naming its request id,
+    with max_attempts 2 for CloudFront and 1 for SSM (no botocore retry of SendCommand)."""
+    sessions = FakeSessions()
+
+    dispatch(sessions, [invalidation("req-cf", ACCOUNT_A), command("req-ssm", ACCOUNT_B)])
+
+    assert sorted(sessions.requests, key=lambda r: r["service"]) == [
+        {
+            "service": "cloudfront",
+            "account": ACCOUNT_A,
+            "region": "us-east-1",
+            "request_id": "req-cf",
+            "max_attempts": 2,
+        },
+        {
+            "service": "ssm",
+            "account": ACCOUNT_B,
+            "region": "eu-west-1",
+            "request_id": "req-ssm",
+            "max_attempts": 1,
+        },
+    ]
+
+
+def test_calls_are_not_started_without_time_to_finish_them() -> None:
+    """GIVEN a deadline with 4 s left (1 s after the 3 s safety margin)
+    WHEN jobs of both plugins are dispatched
+    THEN every job is RETRY with DeadlineExceededError and no client is even requested."""
+    sessions = FakeSessions()
+    jobs = [invalidation("req-1"), command("req-2", ACCOUNT_B)]
+
+    outcomes = dispatch(sessions, jobs, remaining_ms=4_000)
+
+    assert states(outcomes) == {job.key: JobState.RETRY for job in jobs}
+    assert all(isinstance(o.error, DeadlineExceededError) for o in outcomes.values())
+    assert sessions.requests == []
+
+
+# --- blast-radius controls ----------------------------------------------------------------------
+
+
+def test_max_errors_of_one_request_does_not_hold_back_another_requests_job() -> None:
+    """GIVEN request A (max_errors=0) whose first distribution is missing and whose second is
+    shared with request B (no max_errors), in the same account, so both coalesce into one call
+    WHEN they are dispatched
+    THEN A's second job is held back (not run) but B's job still succeeds."""
+    sessions = FakeSessions({ACCOUNT_A: {DIST_2: "missing"}})
+    a_missing = invalidation("req-a", ACCOUNT_A, DIST_2, index=0, max_errors=0)
+    a_shared = invalidation("req-a", ACCOUNT_A, DIST_1, index=1, max_errors=0)
+    b_shared = invalidation("req-b", ACCOUNT_A, DIST_1, paths=["/b.html"])
+
+    outcomes = dispatch(sessions, [a_missing, a_shared, b_shared])
+
+    assert outcomes[a_shared.key].state is JobState.FAILED
+    assert outcomes[b_shared.key].state is JobState.SUCCEEDED
+
+
+# --- the ledger --------------------------------------------------------------------------------
+
+
+def test_a_job_the_ledger_holds_as_succeeded_is_replayed_without_a_call() -> None:
+    """GIVEN a job that already succeeded (recorded in the ledger by an earlier dispatch)
+    WHEN the same job is dispatched again
+    THEN it succeeds with the stored invalidation id and CloudFront is not called again."""
+    ledger = InMemoryLedger()
+    job = invalidation("req-1")
+    dispatch(FakeSessions(), [job], ledger=ledger)
+    again = FakeSessions()
+
+    outcomes = dispatch(again, [job], ledger=ledger)
+
+    replayed = outcomes[job.key]
+    assert replayed.state is JobState.SUCCEEDED
+    assert replayed.result is not None
+    assert replayed.result.resource_id == f"I-{ACCOUNT_A}-{DIST_1}"
+    assert again.requests == []
+
+
+def test_a_job_locked_by_another_invocation_is_retried_later_without_a_call() -> None:
+    """GIVEN a job whose ledger lock another invocation holds
+    WHEN the job is dispatched
+    THEN it is RETRY with JobBusyError and no client is requested."""
+    ledger = InMemoryLedger()
+    job = invalidation("req-1")
+    ledger.claim(job, lock_seconds=900)
+    sessions = FakeSessions()
+
+    outcomes = dispatch(sessions, [job], ledger=ledger)
+
+    assert outcomes[job.key].state is JobState.RETRY
+    assert isinstance(outcomes[job.key].error, JobBusyError)
+    assert sessions.requests == []
+
+
+def test_every_outcome_is_recorded_in_the_ledger() -> None:
+    """GIVEN one job that succeeds and one whose distribution is missing
+    WHEN they are dispatched
+    THEN the ledger holds them as succeeded (with the invalidation id) and failed."""
+    ledger = InMemoryLedger()
+    good = invalidation("req-1", ACCOUNT_A)
+    bad = invalidation("req-1", ACCOUNT_B)
+
+    dispatch(FakeSessions({ACCOUNT_B: {DIST_1: "missing"}}), [good, bad], ledger=ledger)
+
+    records = {r.job_key: (r.state, r.result_id) for r in ledger.jobs("req-1")}
+    assert records == {
+        good.key: (LedgerState.SUCCEEDED, f"I-{ACCOUNT_A}-{DIST_1}"),
+        bad.key: (LedgerState.FAILED, None),
+    }
+
+
+class BrokenLedger(InMemoryLedger):
+    def claim(self, job: Job, *, lock_seconds: float) -> Any:
+        raise client_error("InternalServerError", 500, "UpdateItem")
+
+
+def test_a_ledger_outage_sends_jobs_back_for_retry_without_running_them() -> None:
+    """GIVEN a ledger whose claims fail with a DynamoDB 500
+    WHEN jobs are dispatched
+    THEN each is RETRY with a TransientError and nothing runs (no claim, no call)."""
+    sessions = FakeSessions()
+    jobs = [invalidation("req-1"), command("req-2")]
+
+    outcomes = dispatch(sessions, jobs, ledger=BrokenLedger())
+
+    assert states(outcomes) == {job.key: JobState.RETRY for job in jobs}
+    assert all(isinstance(o.error, TransientError) for o in outcomes.values())
+    assert sessions.requests == []
+
+
+# --- every job, one outcome --------------------------------------------------------------------
+
+job_strategy = st.builds(
+    lambda kind, request, account, resource, dry, options: (
+        invalidation(request, account, resource, dry_run=dry, **options)
+        if kind == "cf"
+        else command(request, account, "AWS-RunShellScript", dry_run=dry, **options)
+    ),
+    st.sampled_from(["cf", "ssm"]),
+    st.sampled_from(["req-1", "req-2", "req-3"]),
+    st.sampled_from([ACCOUNT_A, ACCOUNT_B, ACCOUNT_C]),
+    st.sampled_from([DIST_1, DIST_2]),
+    st.booleans(),
+    st.sampled_from(
+        [{}, {"canary": True}, {"after_canary": True}, {"max_errors": 0}, {"max_errors": 1}]
+    ),
+)
+failure_strategy = st.dictionaries(
+    st.sampled_from([ACCOUNT_A, ACCOUNT_B, ACCOUNT_C]),
+    st.dictionaries(
+        st.sampled_from([DIST_1, DIST_2, "AWS-RunShellScript"]), st.sampled_from(sorted(ERRORS))
+    ),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(job_strategy, max_size=12), failure_strategy)
+def test_every_job_gets_exactly_one_consistent_outcome(
+    no_sleep: None, jobs: list[Job], failures: dict[str, dict[str, str]]
+) -> None:
+    """GIVEN any mix of live, dry-run, canary, gated and max_errors jobs over three accounts,
+    with any failures injected
+    WHEN they are dispatched
+    THEN there is exactly one outcome per job key, for that job,
+    AND its state agrees with it: SUCCEEDED has a result, FAILED a permanent error, RETRY a
+    retryable one."""
+    unique = list({job.key: job for job in jobs}.values())
+
+    outcomes = dispatch(FakeSessions(failures), unique)
+
+    assert sorted(outcomes) == sorted(job.key for job in unique)
+    for key, outcome in outcomes.items():
+        assert outcome.job.key == key
+        if outcome.state is JobState.SUCCEEDED:
+            assert outcome.result is not None
+            assert outcome.error is None
+        elif outcome.state is JobState.FAILED:
+            assert isinstance(outcome.error, PermanentError)
+        else:
+            assert isinstance(outcome.error, RetryableError)
+
+
+@pytest.mark.parametrize("max_workers", [1, 4])
+def test_outcomes_do_not_depend_on_the_pool_size(max_workers: int) -> None:
+    """GIVEN jobs over three accounts, one with a missing distribution
+    WHEN they are dispatched with one worker or with four
+    THEN the outcomes are the same: only the missing distribution's job fails."""
+    sessions = FakeSessions({ACCOUNT_B: {DIST_1: "missing"}})
+    jobs = [invalidation("req-1", account) for account in (ACCOUNT_A, ACCOUNT_B, ACCOUNT_C)]
+
+    outcomes = dispatch(sessions, jobs, max_workers=max_workers)
+
+    assert states(outcomes) == {
+        jobs[0].key: JobState.SUCCEEDED,
+        jobs[1].key: JobState.FAILED,
+        jobs[2].key: JobState.SUCCEEDED,
+    }
