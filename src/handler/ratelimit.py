@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from handler.exceptions import DeadlineExceededError
@@ -63,7 +63,9 @@ class RateLimiter:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] | None = None,
+        overrides: Mapping[str, tuple[float, int]] | None = None,
     ) -> None:
+        self._overrides = dict(overrides or {})
         self._clock = clock
         self._sleep = sleep or time.sleep
         self._buckets: dict[RateKey, TokenBucket] = {}
@@ -73,7 +75,8 @@ class RateLimiter:
         with self._lock:
             bucket = self._buckets.get(key)
             if bucket is None:
-                bucket = TokenBucket(rate.per_second, rate.burst, clock=self._clock)
+                per_second, burst = self._overrides.get(rate.api, (rate.per_second, rate.burst))
+                bucket = TokenBucket(per_second, burst, clock=self._clock)
                 self._buckets[key] = bucket
             return bucket
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 from handler.exceptions import ConfigurationError
@@ -33,6 +33,26 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     if value in _FALSE:
         return False
     raise ConfigurationError(f"{name} must be true or false, got {value!r}")
+
+
+_RATE_RE = re.compile(r"^([a-z0-9-]+:[A-Za-z0-9]+)=([0-9]+(?:\.[0-9]+)?)(?:/([0-9]+))?$")
+
+
+def _rate_limits(raw: str) -> dict[str, tuple[float, int]]:
+    """``"cloudfront:CreateInvalidation=5/10,ssm:SendCommand=20"`` (rate per second[/burst])."""
+    limits: dict[str, tuple[float, int]] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        match = _RATE_RE.match(item)
+        if match is None or float(match.group(2)) <= 0:
+            raise ConfigurationError(
+                f"RATE_LIMITS entries look like service:Action=rate[/burst], got {item!r}"
+            )
+        rate = float(match.group(2))
+        burst = int(match.group(3) or max(1, round(rate)))
+        limits[match.group(1)] = (rate, max(1, burst))
+    return limits
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
@@ -69,6 +89,8 @@ class Settings:
     service_name: str = "fanout"
     metrics_namespace: str = "Fanout"
     max_workers: int = 8
+    # Per-API overrides of the plugins' declared rates: api -> (per second, burst).
+    rate_limits: Mapping[str, tuple[float, int]] = field(default_factory=dict)
     # "task": session policy = the task's actions on its resources in the account (one STS
     # call per account and task); "resource": only the call's own resources (one per resource).
     session_policy_scope: str = "task"
@@ -118,6 +140,7 @@ class Settings:
             service_name=env.get("POWERTOOLS_SERVICE_NAME", "").strip() or "fanout",
             metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or "Fanout",
             max_workers=_positive_int(env, "MAX_WORKERS", 8),
+            rate_limits=_rate_limits(env.get("RATE_LIMITS", "")),
             session_policy_scope=_choice(env, "SESSION_POLICY_SCOPE", ("task", "resource")),
             max_targets_per_message=_positive_int(env, "MAX_TARGETS_PER_MESSAGE", 500),
         )

@@ -86,7 +86,7 @@ class BatchWorker:
             sessions=sessions,
             dispatcher=Dispatcher(
                 sessions,
-                RateLimiter(),
+                RateLimiter(overrides=settings.rate_limits),
                 ledger,
                 max_workers=settings.max_workers,
                 resource_scoped_sessions=settings.session_policy_scope == "resource",

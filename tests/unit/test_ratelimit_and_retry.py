@@ -389,3 +389,13 @@ def test_backoff_between_attempts_is_bounded_by_max_backoff(backoffs: list[float
 
     assert len(backoffs) == 7
     assert max(backoffs) <= 0.05
+
+
+def test_a_configured_override_replaces_the_declared_rate() -> None:
+    """GIVEN an override of 10/s burst 3 for an API declared at 2/s burst 1
+    WHEN its bucket is created THEN it uses the override."""
+    limiter = RateLimiter(overrides={"svc:Call": (10.0, 3)})
+
+    bucket = limiter.bucket(("111111111111", "us-east-1", "svc:Call"), RateLimit("svc:Call", 2.0))
+
+    assert (bucket.rate, bucket.burst) == (10.0, 3)

@@ -205,3 +205,28 @@ def test_get_settings_rereads_the_environment_after_cache_clear(
     get_settings.cache_clear()
 
     assert get_settings().target_role_name == "SecondRole"
+
+
+def test_rate_limits_override_the_plugins_declared_rates() -> None:
+    """GIVEN RATE_LIMITS with a burst and without one
+    WHEN settings are read THEN each API maps to (rate, burst), burst defaulting to the rate."""
+    settings = Settings.from_env(
+        {
+            "AWS_REGION": "us-east-1",
+            "TARGET_ROLE_NAME": "OpsFanoutTargetRole",
+            "RATE_LIMITS": "cloudfront:CreateInvalidation=5/10, ssm:SendCommand=0.5",
+        }
+    )
+
+    assert settings.rate_limits == {
+        "cloudfront:CreateInvalidation": (5.0, 10),
+        "ssm:SendCommand": (0.5, 1),
+    }
+
+
+@pytest.mark.parametrize("raw", ["bogus", "cloudfront:CreateInvalidation=0", "x=1/2"])
+def test_malformed_rate_limits_are_a_configuration_error(raw: str) -> None:
+    """GIVEN a malformed RATE_LIMITS entry WHEN settings are read
+    THEN a ConfigurationError names the variable and the entry."""
+    with pytest.raises(ConfigurationError, match="RATE_LIMITS"):
+        Settings.from_env({"AWS_REGION": "us-east-1", "TARGET_ROLE_NAME": "R", "RATE_LIMITS": raw})
