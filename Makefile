@@ -8,12 +8,15 @@ PY := $(VENV)/bin/python
 TOOLS := .tools
 SAM := $(TOOLS)/sam/bin/sam
 CFN_LINT := $(TOOLS)/sam/bin/cfn-lint
+# checkov pins an old boto3 and urllib3 1.x, which conflict with SAM CLI's: its own venv, shared
+# with bandit (neither is a dependency of the function or of the tests).
+SCANNERS := $(TOOLS)/checkov
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
 export FANOUT_SAM := $(abspath $(SAM))
 export FANOUT_CFN_LINT := $(abspath $(CFN_LINT))
 
-.PHONY: setup demo test unit integration template lint bench build clean
+.PHONY: setup demo test unit integration template lint scan bench build clean
 
 setup: $(VENV)/.installed $(TOOLS)/sam/.installed
 
@@ -30,7 +33,7 @@ $(TOOLS)/sam/.installed:
 demo: $(VENV)/.installed
 	$(VENV)/bin/fanout demo
 
-test: setup lint
+test: setup lint scan
 	$(PY) -m pytest
 
 unit: $(VENV)/.installed
@@ -46,6 +49,17 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# Static scanners: checkov on both templates (every skip is justified in the resource's
+# Metadata.checkov.skip), bandit on the function's code (medium and high severity).
+$(SCANNERS)/.installed:
+	$(PYTHON) -m venv $(SCANNERS)
+	$(SCANNERS)/bin/pip install --quiet --disable-pip-version-check 'checkov>=3.2,<4' 'bandit>=1.8,<2'
+	touch $@
+
+scan: $(SCANNERS)/.installed
+	$(SCANNERS)/bin/checkov -f template.yaml -f target-role.yaml --framework cloudformation --skip-download --quiet
+	$(SCANNERS)/bin/bandit -r src -ll
 
 build: setup
 	PYENV_VERSION=3.11.7:3.12.1:3.13.0 $(SAM) build

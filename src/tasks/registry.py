@@ -22,6 +22,9 @@ __all__ = ["TASK_MODULES", "PluginError", "all_tasks", "get_task", "register", "
 TASK_MODULES: Final[Mapping[str, str]] = {
     "cloudfront.invalidate": "tasks.cloudfront",
     "ssm.send_command": "tasks.ssm",
+    "lambda.invoke": "tasks.awslambda",
+    "wafv2.update_ip_set": "tasks.wafv2",
+    "dns.register_instance": "tasks.dns",
 }
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]*\.[a-z][a-z0-9_]*$")

@@ -62,10 +62,10 @@ class SendCommandTask(Task):
             "document_name": {
                 "type": "string",
                 "pattern": r"^([a-zA-Z0-9_.-]{3,128}"
-                r"|arn:[\w-]+:ssm:[\w-]+:\d{12}:document/[\w.-]{3,128})$",
+                r"|arn:[a-z-]+:ssm:[a-z0-9-]+:[0-9]{12}:document/[A-Za-z0-9_.-]{3,128})$",
                 "description": "SSM document name or ARN, e.g. AWS-RunShellScript.",
             },
-            "document_version": {"type": "string", "pattern": r"^(\$DEFAULT|\$LATEST|\d+)$"},
+            "document_version": {"type": "string", "pattern": r"^(\$DEFAULT|\$LATEST|[0-9]+)$"},
             "instance_ids": {
                 "type": "array",
                 "minItems": 1,

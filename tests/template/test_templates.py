@@ -36,6 +36,7 @@ FUNCTION_ENVIRONMENT = {
     "TARGET_ROLE_PATH",
     "EXTERNAL_ID",
     "ALLOWED_ACCOUNT_IDS",
+    "ALLOWED_OU_IDS",
     "ALLOW_ANY_ACCOUNT",
     "DEAD_LETTER_QUEUE_URL",
     "POWERTOOLS_SERVICE_NAME",
@@ -44,6 +45,7 @@ FUNCTION_ENVIRONMENT = {
     "WORK_QUEUE_URL",
     "LEDGER_TABLE",
     "MAX_ATTEMPTS",
+    "AWS_STS_REGIONAL_ENDPOINTS",
 }
 TARGET_ROLE_ARN = {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role${TargetRolePath}${TargetRoleName}"}
 
@@ -247,31 +249,26 @@ def test_sqs_event_reports_batch_item_failures_with_bounded_concurrency(
 def test_execution_role_sts_statements_target_only_the_named_role(
     template: dict[str, Any],
 ) -> None:
-    """GIVEN the worker's execution role
-    WHEN its sts statements are read
+    """GIVEN the worker's execution role and the policies attached to it
+    WHEN their sts statements are read
     THEN no action is a wildcard and the only resource is the target-role ARN pattern."""
-    policies = template["Resources"]["WorkerExecutionRole"]["Properties"]["Policies"]
-    statements = [s for p in policies for s in _statements(p["PolicyDocument"])]
+    resources = template["Resources"]
+    documents = [
+        p["PolicyDocument"] for p in resources["WorkerExecutionRole"]["Properties"]["Policies"]
+    ]
+    documents += [
+        r["Properties"]["PolicyDocument"]
+        for r in resources.values()
+        if r["Type"] == "AWS::IAM::Policy"
+        and {"Ref": "WorkerExecutionRole"} in r["Properties"]["Roles"]
+    ]
+    statements = [s for d in documents for s in _statements(d)]
     sts = [s for s in statements if any(a.startswith("sts:") for a in _as_list(s["Action"]))]
 
     assert sts, "no sts statement in WorkerExecutionRole"
     for statement in sts:
         assert all("*" not in action for action in _as_list(statement["Action"])), statement
         assert _as_list(statement["Resource"]) == [TARGET_ROLE_ARN], statement
-
-
-def test_both_queues_are_kms_encrypted(template: dict[str, Any]) -> None:
-    """GIVEN the work queue and the dead-letter queue
-    WHEN their properties are read
-    THEN both set KmsMasterKeyId."""
-    resources = template["Resources"]
-
-    keys = {
-        name: resources[name]["Properties"].get("KmsMasterKeyId")
-        for name in ("WorkQueue", "DeadLetterQueue")
-    }
-
-    assert all(keys.values()), keys
 
 
 def test_function_environment_is_exactly_the_configuration_names(
@@ -357,3 +354,15 @@ def test_sample_sqs_message_ids_are_distinct_uuids() -> None:
 
     assert all(str(uuid.UUID(i)) == i for i in ids), ids
     assert len(set(ids)) == len(ids), ids
+
+
+def test_every_parameter_is_in_a_console_parameter_group(template: dict[str, Any]) -> None:
+    """GIVEN template.yaml's parameters
+    WHEN the console's ParameterGroups are read
+    THEN each parameter appears in exactly one group (none hidden under "Other parameters")."""
+    groups = template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    grouped = [name for group in groups for name in group["Parameters"]]
+
+    assert sorted(grouped) == sorted(template["Parameters"]), set(grouped) ^ set(
+        template["Parameters"]
+    )
