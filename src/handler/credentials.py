@@ -57,13 +57,13 @@ def session_name(request_id: str, prefix: str = "fanout-") -> str:
     return (prefix + cleaned)[:_SESSION_NAME_MAX]
 
 
-def client_config(max_attempts: int, max_pool_connections: int) -> Config:
+def client_config(max_attempts: int, max_pool_connections: int, read_timeout: int = 30) -> Config:
     # Standard retry mode with few attempts: tenacity adds jittered backoff bounded by the
     # function's remaining time on top, so the two layers must not multiply.
     return Config(
         retries={"mode": "standard", "total_max_attempts": max_attempts},
         connect_timeout=5,
-        read_timeout=30,
+        read_timeout=read_timeout,
         max_pool_connections=max_pool_connections,
         user_agent_extra="fanout",
     )
@@ -90,7 +90,7 @@ class SessionCache:
         self._key_locks: dict[tuple[str, ...], threading.Lock] = {}
         self._credentials: dict[tuple[str, ...], RefreshableCredentials] = {}
         self._sessions: dict[tuple[str, ...], botocore.session.Session] = {}
-        self._clients: dict[tuple[str, str, str, int, str], BaseClient] = {}
+        self._clients: dict[tuple[str, str, str, int, str, int], BaseClient] = {}
 
     @property
     def base_session(self) -> botocore.session.Session:
@@ -118,13 +118,14 @@ class SessionCache:
         request_id: str,
         max_attempts: int = 2,
         policy: str | None = None,
+        read_timeout: int = 30,
     ) -> Any:
         """A client in ``account`` through the target role, created once and then reused.
 
         ``policy`` is the session policy passed on AssumeRole: sessions (and their clients) are
         cached per policy, so each plugin's jobs run with only that plugin's permissions.
         """
-        key = (account, region, service, max_attempts, policy or "")
+        key = (account, region, service, max_attempts, policy or "", read_timeout)
         client = self._clients.get(key)
         if client is not None:
             return client
@@ -134,7 +135,9 @@ class SessionCache:
             if client is None:
                 pool = max(10, self._settings.max_workers * 2)
                 client = session.create_client(
-                    service, region_name=region, config=client_config(max_attempts, pool)
+                    service,
+                    region_name=region,
+                    config=client_config(max_attempts, pool, read_timeout),
                 )
                 self._clients[key] = client
         return client
@@ -173,7 +176,7 @@ class SessionCache:
 
     def own_client(self, service: str) -> Any:
         """A client with the worker's own credentials (queues, ledger, STS), made once."""
-        key = ("", self._settings.region, service, 3, "")
+        key = ("", self._settings.region, service, 3, "", 30)
         with self._lock:
             client = self._clients.get(key)
             if client is None:

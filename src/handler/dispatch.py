@@ -99,6 +99,7 @@ class _TargetContext:
             request_id=self._call.request_ids[0],
             max_attempts=self._attempts,
             policy=policy,
+            read_timeout=self._task.read_timeout,
         )
 
 

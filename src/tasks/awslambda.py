@@ -9,7 +9,8 @@ Invoke has no client token, so the plugin is not idempotent: only throttling (th
 not executed) is retried in-function. ``Event`` invocations are queued by Lambda, which retries
 a failing function itself (twice by default); ``RequestResponse`` waits for the function and
 fails the job when the function reports an error. Keep ``RequestResponse`` for functions that
-answer within the worker's client read timeout; use ``Event`` for longer work.
+answer well within the worker's own timeout (the worker starts no call it cannot finish, but a
+call it started and lost to a timeout could run again); use ``Event`` for longer work.
 """
 
 from __future__ import annotations
@@ -133,6 +134,9 @@ class InvokeTask(Task):
     # Invoke's own quota is 10x the account's concurrency; this keeps the fan-out polite.
     rate = RateLimit(api="lambda:InvokeFunction", per_second=10.0, burst=10)
     idempotent = False  # Invoke has no client token
+    # A synchronous invoke answers when the function returns (up to 15 minutes); the worker's
+    # own deadline still bounds what it starts. Use invocation_type Event for long work.
+    read_timeout = 900
 
     def resource_arns(
         self, partition: str, account: str, params: Mapping[str, Any] | None

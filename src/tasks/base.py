@@ -97,6 +97,9 @@ class Task(ABC):
     idempotent: ClassVar[bool] = False
     # Error codes meaning "too much work in progress, later" (deferred, not failed).
     quota_codes: ClassVar[frozenset[str]] = frozenset()
+    # Seconds to wait for a response: a call that outlives it is retried or deferred, so it
+    # must cover the API's longest legitimate answer (e.g. a synchronous Lambda invoke).
+    read_timeout: ClassVar[int] = 30
 
     def check(self, params: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
         """Semantic checks beyond the schema; raise :class:`InvalidParamsError`."""

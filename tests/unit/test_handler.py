@@ -237,6 +237,32 @@ def test_assume_role_names_the_request_and_uses_the_configured_role(
             id="foreign-partition",
         ),
         pytest.param(
+            v1_body(
+                "cloudfront.invalidate",
+                [invalidate_target(TARGET_ACCOUNTS[0], "EDIST1234", "/")],
+                request_id="r" * 129,
+            ),
+            "body.request_id must match pattern",
+            id="over-long-session-name",
+        ),
+        pytest.param(
+            v1_body(
+                "cloudfront.invalidate",
+                [invalidate_target(TARGET_ACCOUNTS[0], "EDIST1234", "/")],
+                request_id="req\nRoleSessionName=admin",
+            ),
+            "body.request_id must match pattern",
+            id="injected-session-name",
+        ),
+        pytest.param(
+            v1_body(
+                "cloudfront.invalidate",
+                [invalidate_target(TARGET_ACCOUNTS[0], f"EDIST{i:05d}", "/") for i in range(501)],
+            ),
+            "message has 501 targets; MAX_TARGETS_PER_MESSAGE is 500",
+            id="too-many-targets",
+        ),
+        pytest.param(
             v1_body("ec2.terminate_everything", [{"account": TARGET_ACCOUNTS[0]}]),
             "unknown task 'ec2.terminate_everything'",
             id="unknown-task",
