@@ -6,6 +6,7 @@ life of the execution environment; ``reset()`` drops it (tests, local poller aft
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -19,7 +20,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handler.deadline import Deadline
-from handler.settings import get_settings
+from handler.settings import get_settings, tracing_enabled
 from handler.worker import BatchWorker
 
 logger = Logger()
@@ -58,3 +59,15 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
     return process_partial_response(
         event=event, record_handler=verdicts.settle, processor=processor, context=context
     )
+
+
+def _traced(handler: Callable[[dict[str, Any], LambdaContext], PartialItemFailureResponse]) -> Any:
+    """X-Ray only when asked for: the SDK costs ~0.4 s of cold start, so it is never imported
+    otherwise."""
+    from aws_lambda_powertools import Tracer  # noqa: PLC0415 - deliberately lazy
+
+    return Tracer().capture_lambda_handler(handler)
+
+
+if tracing_enabled():
+    lambda_handler = _traced(lambda_handler)

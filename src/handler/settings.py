@@ -14,7 +14,7 @@ from functools import cache
 
 from handler.exceptions import ConfigurationError
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["Settings", "get_settings", "tracing_enabled"]
 
 _ACCOUNT_RE = re.compile(r"^[0-9]{12}$")
 _OU_RE = re.compile(r"^ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}$")
@@ -144,6 +144,11 @@ class Settings:
             session_policy_scope=_choice(env, "SESSION_POLICY_SCOPE", ("task", "resource")),
             max_targets_per_message=_positive_int(env, "MAX_TARGETS_PER_MESSAGE", 500),
         )
+
+
+def tracing_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """``TRACING=true``: wrap the handler with Powertools Tracer (decided at import time)."""
+    return _flag(os.environ if env is None else env, "TRACING")
 
 
 @cache

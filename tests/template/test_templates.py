@@ -46,6 +46,7 @@ FUNCTION_ENVIRONMENT = {
     "LEDGER_TABLE",
     "MAX_ATTEMPTS",
     "AWS_STS_REGIONAL_ENDPOINTS",
+    "TRACING",
 }
 TARGET_ROLE_ARN = {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role${TargetRolePath}${TargetRoleName}"}
 
