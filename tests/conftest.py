@@ -1,0 +1,20 @@
+"""Suite-wide hooks: the integration tier's captured output is scanned for credentials."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+import pytest
+
+from tests.secret_scan import SCAN
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if "tests/integration/" in item.nodeid and report.when == "call":
+        for name, content in report.sections:
+            SCAN.add(f"{item.nodeid} [{name}]", content)
+    return report
