@@ -123,18 +123,8 @@ class InMemoryLedger:
             if not _claimable(previous, now):
                 assert previous is not None  # noqa: S101 - None is always claimable
                 return Claim(granted=False, record=previous)
-            record = JobRecord(
-                request_id=job.request_id,
-                job_key=job.key,
-                task=job.task,
-                account=job.account,
-                region=job.region,
-                state=LedgerState.IN_PROGRESS,
-                attempts=(previous.attempts if previous else 0) + 1,
-                updated_at=now,
-                lock_expires=now + lock_seconds,
-                claim_token=uuid.uuid4().hex,
-            )
+            attempts = (previous.attempts if previous else 0) + 1
+            record = _claimed(job, attempts, now + lock_seconds, uuid.uuid4().hex, now)
             self._records[(job.request_id, job.key)] = record
         recovered = previous is not None and previous.state in _MAY_HAVE_RUN
         return Claim(granted=True, record=record, recovered=recovered)
@@ -237,18 +227,7 @@ class DynamoDBLedger:
         previous = response.get("Attributes", {})
         recovered = previous.get("state", {}).get("S") in {s.value for s in _MAY_HAVE_RUN}
         attempts = int(previous.get("attempts", {}).get("N", "0")) + 1
-        record = JobRecord(
-            request_id=job.request_id,
-            job_key=job.key,
-            task=job.task,
-            account=job.account,
-            region=job.region,
-            state=LedgerState.IN_PROGRESS,
-            attempts=attempts,
-            updated_at=now,
-            lock_expires=now + lock_seconds,
-            claim_token=token,
-        )
+        record = _claimed(job, attempts, now + lock_seconds, token, now)
         return Claim(granted=True, record=record, recovered=recovered)
 
     def finish(
@@ -303,6 +282,22 @@ class DynamoDBLedger:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         records = [_record(item) for item in items]
         return sorted(records, key=lambda r: (r.account, r.region, r.job_key))
+
+
+def _claimed(job: Job, attempts: int, lock_expires: float, token: str, now: float) -> JobRecord:
+    """The record of a job just claimed: in progress under ``token`` until ``lock_expires``."""
+    return JobRecord(
+        request_id=job.request_id,
+        job_key=job.key,
+        task=job.task,
+        account=job.account,
+        region=job.region,
+        state=LedgerState.IN_PROGRESS,
+        attempts=attempts,
+        updated_at=now,
+        lock_expires=lock_expires,
+        claim_token=token,
+    )
 
 
 def _number(value: float) -> str:

@@ -93,6 +93,11 @@ def sqs_record(
     }
 
 
+def failures(response: Any) -> list[str]:
+    """Message ids the handler reported as batch-item failures."""
+    return [item["itemIdentifier"] for item in response["batchItemFailures"]]
+
+
 def sqs_event(*records: dict[str, Any]) -> dict[str, Any]:
     return {"Records": list(records)}
 

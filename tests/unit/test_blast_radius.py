@@ -18,6 +18,7 @@ from tests.unit.fakes import (
     client_in,
     create_distribution,
     dead_letters,
+    failures,
     invalidations,
     sqs_event,
     sqs_record,
@@ -25,10 +26,6 @@ from tests.unit.fakes import (
 )
 
 pytestmark = pytest.mark.usefixtures("worker_env")
-
-
-def failures(response: Any) -> list[str]:
-    return [item["itemIdentifier"] for item in response["batchItemFailures"]]
 
 
 def invalidate(targets: list[tuple[str, str]], **extra: Any) -> str:

@@ -22,6 +22,7 @@ from tests.unit.fakes import (
     client_in,
     create_distribution,
     dead_letters,
+    failures,
     sqs_event,
     sqs_record,
     v1_body,
@@ -46,10 +47,6 @@ def ssm_body(accounts: tuple[str, ...], request_id: str = "req-ssm") -> str:
 
 def commands_in(account: str) -> list[dict[str, Any]]:
     return list(client_in(account, "ssm").list_commands()["Commands"])
-
-
-def failures(response: Any) -> list[str]:
-    return [item["itemIdentifier"] for item in response["batchItemFailures"]]
 
 
 @pytest.fixture(params=["memory", "dynamodb"])

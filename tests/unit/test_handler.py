@@ -22,6 +22,7 @@ from tests.unit.fakes import (
     client_in,
     create_distribution,
     dead_letters,
+    failures,
     invalidations,
     sqs_event,
     sqs_record,
@@ -29,10 +30,6 @@ from tests.unit.fakes import (
 )
 
 pytestmark = pytest.mark.usefixtures("worker_env")
-
-
-def failures(response: Any) -> list[str]:
-    return [item["itemIdentifier"] for item in response["batchItemFailures"]]
 
 
 def invalidate_target(account: str, distribution_id: str, *paths: str) -> dict[str, Any]:
