@@ -201,8 +201,10 @@ class Dispatcher:
             gated = [j for j in live if j.key in claims and j.after_canary]
             ready = self._pass_canaries(gated, outcomes)
             run_jobs(ready)
-        for key, claim in claims.items():
-            self._record(claim, outcomes[key])
+            # Outcomes are written in parallel too: one ledger round trip per job, not per batch.
+            records = [pool.submit(self._record, c, outcomes[k]) for k, c in claims.items()]
+            for record in records:
+                record.result()
         return outcomes
 
     def _run_jobs(
