@@ -265,11 +265,13 @@ def send_bodies(
     *,
     attempts: int = SEND_ATTEMPTS,
     sleep: Callable[[float], None] = time.sleep,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[str]:
     """SendMessageBatch in tens, in order; returns the message ids in body order.
 
     Entries SQS lists as ``Failed`` through no fault of the sender are retried with jittered
     backoff; if any message is still unsent, :class:`SendError` stops before the next ten.
+    ``progress(sent, total)`` is called after each batch.
     """
     message_ids: dict[int, str] = {}
     for start in range(0, len(bodies), SQS_BATCH):
@@ -299,6 +301,8 @@ def send_bodies(
                 f"{len(unsent)} message(s) not sent: {errors.get(unsent[0], 'unknown error')}",
                 sent=[message_ids[n] for n in sorted(message_ids)],
             )
+        if progress is not None:
+            progress(len(message_ids), len(bodies))
     return [message_ids[n] for n in range(len(bodies))]
 
 
@@ -312,11 +316,16 @@ def request_ids_of(envelopes: Sequence[Envelope], message_ids: Sequence[str]) ->
 
 
 def publish(
-    bodies: Sequence[str], *, sqs: SQSClient, queue_url: str, default_region: str
+    bodies: Sequence[str],
+    *,
+    sqs: SQSClient,
+    queue_url: str,
+    default_region: str,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PublishResult:
     """Validate every body, then send them all: nothing is sent unless all are valid."""
     envelopes = validate_bodies(bodies, default_region=default_region)
-    message_ids = send_bodies(sqs, queue_url, bodies)
+    message_ids = send_bodies(sqs, queue_url, bodies, progress=progress)
     return PublishResult(
         request_ids=request_ids_of(envelopes, message_ids),
         message_ids=tuple(message_ids),

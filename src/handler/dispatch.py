@@ -280,7 +280,9 @@ class Dispatcher:
                 claims[job.key] = claim
             elif claim.record.state is LedgerState.SUCCEEDED:
                 # A redelivery of finished work: replay the stored result, run nothing.
-                result = TaskResult(claim.record.result_id or "", {"replayed": True})
+                result = TaskResult(
+                    claim.record.result_id or "", {**claim.record.detail, "replayed": True}
+                )
                 outcomes[job.key] = JobOutcome(job, JobState.SUCCEEDED, result=result)
             else:
                 busy = JobBusyError(f"job {job.key} is in progress in another invocation")
@@ -308,6 +310,7 @@ class Dispatcher:
                 result_id=outcome.result.resource_id if outcome.result else None,
                 error_class=outcome.error.error_class if outcome.error else None,
                 error=outcome.error.reason if outcome.error else None,
+                detail=outcome.result.detail if outcome.result else None,
             )
         except Exception as exc:  # noqa: BLE001 - the lock expires; recovery covers the gap
             logger.warning(

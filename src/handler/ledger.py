@@ -14,11 +14,12 @@ README's design notes).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 RECORD_TTL_SECONDS = 14 * 24 * 3600  # as long as the DLQ keeps a message
+MAX_DETAIL_CHARS = 2048
 
 
 class LedgerState(StrEnum):
@@ -65,6 +67,8 @@ class JobRecord:
     updated_at: float = 0.0
     lock_expires: float | None = None
     claim_token: str | None = None
+    # The result's small detail (e.g. the invalidation's distribution): `fanout status --refresh`.
+    detail: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +92,7 @@ class Ledger(Protocol):
         result_id: str | None = None,
         error_class: str | None = None,
         error: str | None = None,
+        detail: Mapping[str, Any] | None = None,
     ) -> None: ...
 
     def jobs(self, request_id: str) -> list[JobRecord]: ...
@@ -137,6 +142,7 @@ class InMemoryLedger:
         result_id: str | None = None,
         error_class: str | None = None,
         error: str | None = None,
+        detail: Mapping[str, Any] | None = None,
     ) -> None:
         key = (claim.record.request_id, claim.record.job_key)
         with self._lock:
@@ -149,6 +155,7 @@ class InMemoryLedger:
                 result_id=result_id,
                 error_class=error_class,
                 last_error=error,
+                detail=dict(detail or {}),
                 updated_at=self._clock(),
                 lock_expires=None,
                 claim_token=None,
@@ -238,6 +245,7 @@ class DynamoDBLedger:
         result_id: str | None = None,
         error_class: str | None = None,
         error: str | None = None,
+        detail: Mapping[str, Any] | None = None,
     ) -> None:
         values: dict[str, Any] = {
             ":state": {"S": state.value},
@@ -249,6 +257,7 @@ class DynamoDBLedger:
             ("result_id", result_id),
             ("error_class", error_class),
             ("last_error", error),
+            ("detail", _detail_json(detail)),
         ):
             if value is not None:
                 sets.append(f"{name} = :{name}")
@@ -300,6 +309,13 @@ def _claimed(job: Job, attempts: int, lock_expires: float, token: str, now: floa
     )
 
 
+def _detail_json(detail: Mapping[str, Any] | None) -> str | None:
+    if not detail:
+        return None
+    text = json.dumps(detail, sort_keys=True, default=str)
+    return text if len(text) <= MAX_DETAIL_CHARS else None  # never a truncated document
+
+
 def _number(value: float) -> str:
     return f"{value:.3f}"
 
@@ -327,4 +343,5 @@ def _record(item: Mapping[str, Any]) -> JobRecord:
         updated_at=n("updated_at") or 0.0,
         lock_expires=n("lock_expires"),
         claim_token=s("claim_token"),
+        detail=json.loads(s("detail") or "{}"),
     )

@@ -137,6 +137,7 @@ class InvalidateTask(Task):
         return TaskResult(
             resource_id=invalidation["Id"],
             detail={
+                "distribution_id": params["distribution_id"],
                 "status": invalidation.get("Status", ""),
                 "caller_reference": reference,
                 "paths": len(params["paths"]),

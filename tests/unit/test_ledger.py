@@ -180,3 +180,17 @@ def test_an_uncertain_outcome_is_claimed_as_a_recovery(
 
     assert claim.granted
     assert claim.recovered
+
+
+def test_a_results_detail_is_kept_with_the_job(make_ledger: Callable[[Clock], Ledger]) -> None:
+    """GIVEN a job finished with a result detail (e.g. the invalidation's distribution)
+    WHEN the request's jobs are listed THEN the detail comes back as it was recorded."""
+    ledger = make_ledger(Clock())
+    detail = {"distribution_id": "EDIST00001", "paths": 2}
+    ledger.finish(
+        ledger.claim(job(), lock_seconds=60), LedgerState.SUCCEEDED, result_id="I1", detail=detail
+    )
+
+    [record] = ledger.jobs("req-1")
+
+    assert record.detail == detail
