@@ -9,24 +9,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from enum import StrEnum
 from functools import partial
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from handler.blast_radius import FailureCount, pass_canaries
 from handler.credentials import SessionCache, partition_of
 from handler.deadline import Deadline
 from handler.exceptions import (
-    CanaryPendingError,
     DeadlineExceededError,
     FanoutError,
     JobBusyError,
-    NotRunError,
     PermanentError,
     RetryableError,
     ThrottledError,
@@ -34,6 +31,7 @@ from handler.exceptions import (
     classify_aws_error,
 )
 from handler.ledger import Claim, Ledger, LedgerState
+from handler.outcome import JobOutcome, JobState
 from handler.policy import session_policy
 from handler.ratelimit import RateLimiter, TokenBucket
 from handler.retry import call_with_retry
@@ -46,20 +44,6 @@ __all__ = ["Dispatcher", "JobOutcome", "JobState"]
 logger = Logger(child=True)
 
 LOCK_MARGIN_SECONDS = 5.0
-
-
-class JobState(StrEnum):
-    SUCCEEDED = "succeeded"
-    RETRY = "retry"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True, slots=True)
-class JobOutcome:
-    job: Job
-    state: JobState
-    result: TaskResult | None = None
-    error: FanoutError | None = None
 
 
 class _TargetContext:
@@ -101,34 +85,6 @@ class _TargetContext:
             policy=policy,
             read_timeout=self._task.read_timeout,
         )
-
-
-class _FailureCount:
-    """Failed targets per request in this run, for the ``max_errors`` option."""
-
-    def __init__(self) -> None:
-        self._failed: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def add(self, jobs: Iterable[Job]) -> None:
-        with self._lock:
-            self._failed.update(job.request_id for job in jobs)
-
-    def hold_back(self, jobs: Sequence[Job]) -> tuple[list[JobOutcome], list[Job]]:
-        """Split jobs into those held back (their request is over max_errors) and the rest."""
-        held: list[JobOutcome] = []
-        runnable: list[Job] = []
-        with self._lock:
-            for job in jobs:
-                failed = self._failed[job.request_id]
-                if job.max_errors is not None and failed > job.max_errors:
-                    error = NotRunError(
-                        f"not run: {failed} targets failed, more than max_errors={job.max_errors}"
-                    )
-                    held.append(JobOutcome(job, JobState.FAILED, error=error))
-                else:
-                    runnable.append(job)
-        return held, runnable
 
 
 class _Durations:
@@ -180,7 +136,7 @@ class Dispatcher:
                 outcomes[job.key] = _dry_run(job)
             else:
                 live.append(job)
-        failures = _FailureCount()
+        failures = FailureCount()
         with ThreadPoolExecutor(
             max_workers=max(1, min(self._max_workers, len(live))), thread_name_prefix="fanout"
         ) as pool:
@@ -199,7 +155,7 @@ class Dispatcher:
             )
             run_jobs(first)
             gated = [j for j in live if j.key in claims and j.after_canary]
-            ready = self._pass_canaries(gated, outcomes)
+            ready = pass_canaries(gated, outcomes)
             run_jobs(ready)
             # Outcomes are written in parallel too: one ledger round trip per job, not per batch.
             records = [pool.submit(self._record, c, outcomes[k]) for k, c in claims.items()]
@@ -215,7 +171,7 @@ class Dispatcher:
         deadline: Deadline,
         claims: Mapping[str, Claim],
         outcomes: dict[str, JobOutcome],
-        failures: _FailureCount,
+        failures: FailureCount,
         metrics: BatchMetrics,
     ) -> None:
         lanes: dict[tuple[str, str, str], list[tuple[Task, Call]]] = defaultdict(list)
@@ -232,28 +188,6 @@ class Dispatcher:
         ]
         for future in futures:
             outcomes.update((o.job.key, o) for o in future.result())
-
-    @staticmethod
-    def _pass_canaries(gated: Sequence[Job], outcomes: dict[str, JobOutcome]) -> list[Job]:
-        """Gated jobs whose canary succeeded; the others are settled here."""
-        canaries = {o.job.request_id: o for o in outcomes.values() if o.job.canary}
-        ready: list[Job] = []
-        for job in gated:
-            canary = canaries.get(job.request_id)
-            if canary is None or canary.state is JobState.SUCCEEDED:
-                ready.append(job)  # no canary in this delivery: it succeeded earlier
-            elif canary.state is JobState.FAILED:
-                reason = canary.error.reason if canary.error else "unknown"
-                error: FanoutError = NotRunError(
-                    f"not run: canary target {canary.job.account} failed: {reason}"
-                )
-                outcomes[job.key] = JobOutcome(job, JobState.FAILED, error=error)
-            else:
-                error = CanaryPendingError(
-                    f"waiting for canary target {canary.job.account} to succeed"
-                )
-                outcomes[job.key] = JobOutcome(job, JobState.RETRY, error=error)
-        return ready
 
     def _claim_all(
         self,
@@ -323,7 +257,7 @@ class Dispatcher:
         lane: list[tuple[Task, Call]],
         deadline: Deadline,
         claims: Mapping[str, Claim],
-        failures: _FailureCount,
+        failures: FailureCount,
         metrics: BatchMetrics,
     ) -> list[JobOutcome]:
         outcomes: list[JobOutcome] = []

@@ -19,11 +19,12 @@ from handler.accounts import AccountDirectory
 from handler.credentials import SessionCache
 from handler.deadletter import DeadLetters
 from handler.deadline import Deadline
-from handler.dispatch import Dispatcher, JobOutcome, JobState
+from handler.dispatch import Dispatcher
 from handler.envelope import Envelope, parse_message
 from handler.exceptions import FanoutError, PermanentError, RetryableError, TransientError
 from handler.guard import authorize
 from handler.ledger import DynamoDBLedger, InMemoryLedger, Ledger
+from handler.outcome import JobOutcome, JobState
 from handler.ratelimit import RateLimiter
 from handler.requeue import Requeue, attempt_of, retry_delay
 from handler.settings import Settings

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from handler.deadline import Deadline
-from handler.dispatch import Dispatcher, JobOutcome, JobState
+from handler.dispatch import Dispatcher
 from handler.exceptions import (
     DeadlineExceededError,
     JobBusyError,
@@ -29,6 +29,7 @@ from handler.exceptions import (
     TransientError,
 )
 from handler.ledger import InMemoryLedger, Ledger, LedgerState
+from handler.outcome import JobOutcome, JobState
 from handler.ratelimit import RateLimiter
 from tasks.base import Job
 
