@@ -49,6 +49,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy -p scripts.bench
 
 # Static scanners: checkov on both templates (every skip is justified in the resource's
 # Metadata.checkov.skip), bandit on the function's code (medium and high severity).
@@ -60,6 +61,11 @@ $(SCANNERS)/.installed:
 scan: $(SCANNERS)/.installed
 	$(SCANNERS)/bin/checkov -f template.yaml -f target-role.yaml --framework cloudformation --skip-download --quiet
 	$(SCANNERS)/bin/bandit -r src -ll
+
+# Benchmarks measure (they are not tests): results go to bench/results/latest.{md,json}.
+bench: $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(PY) -m scripts.bench.run $(BENCH_ARGS)
 
 build: setup
 	PYENV_VERSION=3.11.7:3.12.1:3.13.0 $(SAM) build
