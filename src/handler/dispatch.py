@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -140,27 +140,18 @@ class Dispatcher:
         with ThreadPoolExecutor(
             max_workers=max(1, min(self._max_workers, len(live))), thread_name_prefix="fanout"
         ) as pool:
-            claims = self._claim_all(pool, live, deadline, outcomes)
-            # Canaries (and everything not gated by one) first; gated jobs only after their
-            # message's canary succeeded.
-            first = [j for j in live if j.key in claims and not j.after_canary]
             run_jobs = partial(
                 self._run_jobs,
                 pool,
                 deadline=deadline,
-                claims=claims,
                 outcomes=outcomes,
                 failures=failures,
                 metrics=metrics,
             )
-            run_jobs(first)
-            gated = [j for j in live if j.key in claims and j.after_canary]
-            ready = pass_canaries(gated, outcomes)
-            run_jobs(ready)
-            # Outcomes are written in parallel too: one ledger round trip per job, not per batch.
-            records = [pool.submit(self._record, c, outcomes[k]) for k, c in claims.items()]
-            for record in records:
-                record.result()
+            # Canaries (and everything not gated by one) first; gated jobs only after their
+            # message's canary succeeded.
+            run_jobs([j for j in live if not j.after_canary])
+            run_jobs(pass_canaries([j for j in live if j.after_canary], outcomes))
         return outcomes
 
     def _run_jobs(
@@ -169,7 +160,6 @@ class Dispatcher:
         jobs: Sequence[Job],
         *,
         deadline: Deadline,
-        claims: Mapping[str, Claim],
         outcomes: dict[str, JobOutcome],
         failures: FailureCount,
         metrics: BatchMetrics,
@@ -183,32 +173,25 @@ class Dispatcher:
             for call in task.plan(task_jobs):
                 lanes[task.rate_key(call)].append((task, call))
         futures = [
-            pool.submit(self._run_lane, lane, deadline, claims, failures, metrics)
+            pool.submit(self._run_lane, lane, deadline, failures, metrics)
             for lane in lanes.values()
         ]
         for future in futures:
             outcomes.update((o.job.key, o) for o in future.result())
 
-    def _claim_all(
-        self,
-        pool: ThreadPoolExecutor,
-        jobs: Sequence[Job],
-        deadline: Deadline,
-        outcomes: dict[str, JobOutcome],
-    ) -> dict[str, Claim]:
-        """Claim every job in the ledger; settle at once those that must not run now."""
+    def _claim(
+        self, jobs: Sequence[Job], deadline: Deadline
+    ) -> tuple[dict[str, Claim], list[JobOutcome]]:
+        """Claim jobs in the ledger just before their call; settle those that must not run."""
         # The lock lasts until this function would have timed out, plus a little.
         lock_seconds = deadline.remaining_ms() / 1000.0 + LOCK_MARGIN_SECONDS
         claims: dict[str, Claim] = {}
-        futures = {
-            job.key: pool.submit(self._ledger.claim, job, lock_seconds=lock_seconds) for job in jobs
-        }
+        settled: list[JobOutcome] = []
         for job in jobs:
             try:
-                claim = futures[job.key].result()
+                claim = self._ledger.claim(job, lock_seconds=lock_seconds)
             except Exception as exc:  # noqa: BLE001 - a ledger outage means: try later
-                error = classify_aws_error(exc)
-                outcomes[job.key] = JobOutcome(job, JobState.RETRY, error=error)
+                settled.append(JobOutcome(job, JobState.RETRY, error=classify_aws_error(exc)))
                 continue
             if claim.granted:
                 claims[job.key] = claim
@@ -217,11 +200,11 @@ class Dispatcher:
                 result = TaskResult(
                     claim.record.result_id or "", {**claim.record.detail, "replayed": True}
                 )
-                outcomes[job.key] = JobOutcome(job, JobState.SUCCEEDED, result=result)
+                settled.append(JobOutcome(job, JobState.SUCCEEDED, result=result))
             else:
                 busy = JobBusyError(f"job {job.key} is in progress in another invocation")
-                outcomes[job.key] = JobOutcome(job, JobState.RETRY, error=busy)
-        return claims
+                settled.append(JobOutcome(job, JobState.RETRY, error=busy))
+        return claims, settled
 
     def _record(self, claim: Claim, outcome: JobOutcome) -> None:
         state = {
@@ -256,29 +239,42 @@ class Dispatcher:
         self,
         lane: list[tuple[Task, Call]],
         deadline: Deadline,
-        claims: Mapping[str, Claim],
         failures: FailureCount,
         metrics: BatchMetrics,
     ) -> list[JobOutcome]:
+        """Run one rate key's calls in order; the ledger is read and written call by call, so
+        its round trips overlap the other lanes' work instead of forming phases of their own."""
         outcomes: list[JobOutcome] = []
         stop: RetryableError | None = None
         for task, call in lane:
+            if stop is None and not deadline.allows(self._durations.expected(task.name)):
+                stop = DeadlineExceededError(
+                    f"not started: {deadline.remaining_s():.1f}s left, a call takes "
+                    f"~{self._durations.expected(task.name):.1f}s"
+                )
+            if stop is not None:
+                # The lane's quota is exhausted or time is up: the rest waits for redelivery.
+                outcomes.extend(_settle(call.jobs, JobState.RETRY, error=stop))
+                continue
             held, runnable = failures.hold_back(call.jobs)
-            outcomes.extend(held)
-            # When some requests of a coalesced call reached max_errors, re-plan without them.
-            calls = [call] if len(runnable) == len(call.jobs) else task.plan(runnable)
+            claims, settled = self._claim(runnable, deadline)
+            outcomes.extend(held + settled)
+            granted = [j for j in runnable if j.key in claims]
+            # Some jobs are held back, done already or busy elsewhere: plan the rest anew.
+            calls = [call] if len(granted) == len(call.jobs) else task.plan(granted)
             for each in calls:
-                if stop is not None:
-                    # The lane's quota is exhausted or time is up: the rest waits for redelivery.
-                    outcomes.extend(_settle(each.jobs, JobState.RETRY, error=stop))
-                    continue
-                recovered = any(claims[j.key].recovered for j in each.jobs)
-                call_outcomes = self._run_call(task, each, deadline, metrics, recovered=recovered)
-                failures.add(o.job for o in call_outcomes if o.state is JobState.FAILED)
-                outcomes.extend(call_outcomes)
-                error = call_outcomes[0].error
-                if isinstance(error, ThrottledError | DeadlineExceededError):
-                    stop = error
+                if stop is None:
+                    recovered = any(claims[j.key].recovered for j in each.jobs)
+                    done = self._run_call(task, each, deadline, metrics, recovered=recovered)
+                    error = done[0].error
+                    if isinstance(error, ThrottledError | DeadlineExceededError):
+                        stop = error
+                else:
+                    done = _settle(each.jobs, JobState.RETRY, error=stop)
+                failures.add(o.job for o in done if o.state is JobState.FAILED)
+                for outcome in done:
+                    self._record(claims[outcome.job.key], outcome)
+                outcomes.extend(done)
         return outcomes
 
     def _run_call(

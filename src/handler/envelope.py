@@ -15,7 +15,6 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, Final
 
 import fastjsonschema
@@ -128,15 +127,22 @@ class Envelope:
         return self.options.dry_run
 
 
-@cache
-def _compile(schema_json: str) -> Callable[[Any], Any]:
-    validator: Callable[[Any], Any] = fastjsonschema.compile(json.loads(schema_json))
-    return validator
+# Schemas are module-level constants: compiled once each, looked up by identity (hashing the
+# schema itself on every target cost more than validating).
+_validators: dict[int, tuple[Mapping[str, Any], Callable[[Any], Any]]] = {}
+
+
+def _validator(schema: Mapping[str, Any]) -> Callable[[Any], Any]:
+    entry = _validators.get(id(schema))
+    if entry is None or entry[0] is not schema:
+        entry = (schema, fastjsonschema.compile(json.loads(json.dumps(schema))))
+        _validators[id(schema)] = entry
+    return entry[1]
 
 
 def validate(schema: Mapping[str, Any], value: Any, *, what: str) -> None:
     """Validate ``value``; raise :class:`BadMessageError` naming the first offending field."""
-    validator = _compile(json.dumps(schema, sort_keys=True))
+    validator = _validator(schema)
     try:
         validator(value)
     except fastjsonschema.JsonSchemaValueException as exc:

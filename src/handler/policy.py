@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from tasks.base import Task
+from tasks.registry import get_task
 
 __all__ = ["session_policy", "statement_sid", "target_role_statements"]
 
@@ -23,6 +25,18 @@ def session_policy(
     task: Task, partition: str, account: str, params: Mapping[str, Any] | None = None
 ) -> str:
     """Compact JSON (session policies are limited to 2,048 packed characters)."""
+    if params is None:
+        return _task_policy(task.name, partition, account)
+    return _render(task, partition, account, params)
+
+
+@lru_cache(maxsize=4096)
+def _task_policy(task_name: str, partition: str, account: str) -> str:
+    # The same for every call of a task in an account: rendered once per execution environment.
+    return _render(get_task(task_name), partition, account, None)
+
+
+def _render(task: Task, partition: str, account: str, params: Mapping[str, Any] | None) -> str:
     scoped = [a for a in task.iam_actions if a not in task.unscoped_actions]
     statements: list[dict[str, Any]] = []
     if scoped:

@@ -47,6 +47,22 @@ def call_with_retry(
         if on_retry is not None and isinstance(exc, FanoutError):
             on_retry(exc)
 
+    # Fast path: most calls succeed at once, and building a Retrying costs more than the call's
+    # own bookkeeping. Only after a retryable failure is tenacity brought in; it is handed that
+    # failure as its first attempt, so backoff, stops and callbacks are exactly as if it had
+    # made the call itself.
+    try:
+        return fn()
+    except FanoutError as exc:
+        if attempts <= 1 or not retryable(exc):
+            raise
+        first_failure: list[FanoutError] = [exc]
+
+    def attempt() -> T:
+        if first_failure:
+            raise first_failure.pop()
+        return fn()
+
     retrying = Retrying(
         retry=retry_if_exception(retryable),
         wait=wait_random_exponential(multiplier=0.2, max=max_backoff),
@@ -54,7 +70,7 @@ def call_with_retry(
         before_sleep=before_sleep,
         reraise=True,
     )
-    return retrying(fn)
+    return retrying(attempt)
 
 
 class _OutOfTime(stop_base):

@@ -88,7 +88,7 @@ class Settings:
     max_attempts: int = 5
     service_name: str = "fanout"
     metrics_namespace: str = "Fanout"
-    max_workers: int = 8
+    max_workers: int = 16  # lanes mostly wait on I/O or a token bucket: threads are cheap
     # Per-API overrides of the plugins' declared rates: api -> (per second, burst).
     rate_limits: Mapping[str, tuple[float, int]] = field(default_factory=dict)
     # "task": session policy = the task's actions on its resources in the account (one STS
@@ -139,7 +139,7 @@ class Settings:
             max_attempts=_positive_int(env, "MAX_ATTEMPTS", 5),
             service_name=env.get("POWERTOOLS_SERVICE_NAME", "").strip() or "fanout",
             metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or "Fanout",
-            max_workers=_positive_int(env, "MAX_WORKERS", 8),
+            max_workers=_positive_int(env, "MAX_WORKERS", 16),
             rate_limits=_rate_limits(env.get("RATE_LIMITS", "")),
             session_policy_scope=_choice(env, "SESSION_POLICY_SCOPE", ("task", "resource")),
             max_targets_per_message=_positive_int(env, "MAX_TARGETS_PER_MESSAGE", 500),

@@ -17,6 +17,7 @@ from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 __all__ = ["COUNTERS", "BatchMetrics"]
 
+MAX_DURATION_VALUES = 99
 COUNTERS = (
     "JobsSucceeded",
     "JobsFailed",
@@ -46,13 +47,14 @@ class BatchMetrics:
         return sum(v for (name, _), v in self.counts.items() if name == metric)
 
     def publish(self, metrics: Metrics) -> None:
+        if is_metrics_disabled():
+            return  # nothing is flushed then, so nothing may pile up across warm invocations
         for name in COUNTERS:
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=self.total(name))
         durations = [v for values in self.durations_ms.values() for v in values]
-        for value in durations[:100]:  # EMF keeps at most 100 values per metric
+        # EMF keeps at most 100 values per metric, and Powertools flushes early at 100.
+        for value in durations[:MAX_DURATION_VALUES]:
             metrics.add_metric(name="JobDuration", unit=MetricUnit.Milliseconds, value=value)
-        if is_metrics_disabled():
-            return  # single_metric prints even when POWERTOOLS_METRICS_DISABLED is set
         dimensions = {"service": metrics.service or "fanout"}
         for (name, task), value in sorted(self.counts.items()):
             if task:

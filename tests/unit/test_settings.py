@@ -39,7 +39,7 @@ def test_minimal_environment_gives_safe_defaults() -> None:
         allow_any_account=False,
         dead_letter_queue_url=None,
         ledger_table=None,
-        max_workers=8,
+        max_workers=16,
         max_targets_per_message=500,
     )
 
