@@ -206,19 +206,20 @@ class Dispatcher:
                 settled.append(JobOutcome(job, JobState.RETRY, error=busy))
         return claims, settled
 
-    def _record(self, claim: Claim, outcome: JobOutcome) -> None:
+    def _record(self, claim: Claim, outcome: JobOutcome) -> JobOutcome:
+        """Write the outcome to the ledger; if that fails, the job has not ended yet.
+
+        Its message then comes back: the job's lock expires, and the next claim is a recovery
+        (the plugin looks for the effect before running again), so the job ends known.
+        """
         state = {
             JobState.SUCCEEDED: LedgerState.SUCCEEDED,
             JobState.FAILED: LedgerState.FAILED,
             JobState.RETRY: LedgerState.RETRY,
         }[outcome.state]
-        if (
-            outcome.state is JobState.RETRY
-            and isinstance(outcome.error, TransientError)
-            and not get_task(outcome.job.task).idempotent
-        ):
-            # A 5xx, timeout or unexpected error after a non-idempotent call was sent: it may
-            # have run. The next attempt looks for its effect before running again.
+        if outcome.state is JobState.RETRY and isinstance(outcome.error, TransientError):
+            # A 5xx, timeout or unexpected error after the call was sent: it may have run. The
+            # next attempt looks for its effect before running again.
             state = LedgerState.UNCERTAIN
         try:
             self._ledger.finish(
@@ -229,11 +230,16 @@ class Dispatcher:
                 error=outcome.error.reason if outcome.error else None,
                 detail=outcome.result.detail if outcome.result else None,
             )
-        except Exception as exc:  # noqa: BLE001 - the lock expires; recovery covers the gap
+        except Exception as exc:  # noqa: BLE001 - any ledger failure: the job is not done
             logger.warning(
                 "could not record job outcome",
                 extra={"job_key": claim.record.job_key, "reason": str(exc)},
             )
+            if outcome.state is JobState.RETRY:
+                return outcome
+            error = TransientError(f"{outcome.state} but not recorded in the ledger: {exc}")
+            return JobOutcome(outcome.job, JobState.RETRY, error=error)
+        return outcome
 
     def _run_lane(
         self,
@@ -272,9 +278,7 @@ class Dispatcher:
                 else:
                     done = _settle(each.jobs, JobState.RETRY, error=stop)
                 failures.add(o.job for o in done if o.state is JobState.FAILED)
-                for outcome in done:
-                    self._record(claims[outcome.job.key], outcome)
-                outcomes.extend(done)
+                outcomes.extend(self._record(claims[o.job.key], o) for o in done)
         return outcomes
 
     def _run_call(
@@ -298,7 +302,7 @@ class Dispatcher:
 
         def attempt() -> TaskResult:
             try:
-                if recovered and not task.idempotent:
+                if recovered:
                     previous = task.find_previous(context, call)
                     if previous is not None:
                         return previous

@@ -21,7 +21,15 @@ from handler.deadletter import DeadLetters
 from handler.deadline import Deadline
 from handler.dispatch import Dispatcher
 from handler.envelope import Envelope, parse_message
-from handler.exceptions import FanoutError, PermanentError, RetryableError, TransientError
+from handler.exceptions import (
+    CanaryPendingError,
+    DeadlineExceededError,
+    FanoutError,
+    JobBusyError,
+    PermanentError,
+    RetryableError,
+    TransientError,
+)
 from handler.guard import authorize
 from handler.ledger import DynamoDBLedger, InMemoryLedger, Ledger
 from handler.outcome import JobOutcome, JobState
@@ -32,6 +40,11 @@ from handler.telemetry import BatchMetrics
 from tasks.base import Job
 
 __all__ = ["BatchVerdicts", "BatchWorker"]
+
+MAX_BODY_BYTES = 250_000  # SQS accepts 256 KiB with attributes; keep a margin for them
+_MISSING = object()
+# Retry outcomes of jobs that were never tried: they do not use up an attempt.
+_NOT_TRIED = (DeadlineExceededError, CanaryPendingError, JobBusyError)
 
 logger = Logger(child=True)
 
@@ -147,19 +160,22 @@ class BatchWorker:
         retry = [o for o in results if o.state is JobState.RETRY]
         failed = [o for o in results if o.state is JobState.FAILED]
         attempt = attempt_of(record)
-        if retry and attempt >= self._settings.max_attempts:
+        waiting = [o for o in retry if isinstance(o.error, _NOT_TRIED)]
+        tried = [o for o in retry if not isinstance(o.error, _NOT_TRIED)]
+        if tried and attempt >= self._settings.max_attempts:
             # Out of attempts: these targets are dead-lettered like permanent failures.
-            last = retry[0].error
+            last = tried[0].error
             reason = f"gave up after {attempt} attempts: {last.reason if last else 'unknown'}"
             failed += [
                 JobOutcome(o.job, JobState.FAILED, error=type(o.error)(reason) if o.error else None)
-                for o in retry
+                for o in tried
             ]
-            retry = []
+            tried = []
+        retry = tried + waiting
         metrics.count("JobsSucceeded", task, sum(o.state is JobState.SUCCEEDED for o in results))
         metrics.count("JobsDeferred", task, len(retry))
         metrics.count("JobsFailed", task, len(failed))
-        if retry and not self._defer(record, envelope, retry, attempt):
+        if retry and not self._defer(record, envelope, tried, waiting, attempt):
             # No work queue to re-send to: SQS redelivers the whole message after its
             # visibility timeout. Dead-lettering waits until nothing of it is left to retry, so
             # a target is never dead-lettered twice across redeliveries.
@@ -185,33 +201,43 @@ class BatchWorker:
         self,
         record: Mapping[str, Any],
         envelope: Envelope,
-        retry: Sequence[JobOutcome],
+        tried: Sequence[JobOutcome],
+        waiting: Sequence[JobOutcome],
         attempt: int,
     ) -> bool:
-        """Re-send the retry targets with a growing delay; False if that is not possible."""
-        error = retry[0].error
-        delay = retry_delay(error, attempt)
+        """Re-send the retry targets with a growing delay; False if that is not possible.
+
+        Targets that were tried count an attempt; targets never started (out of time, waiting
+        for a canary or for another invocation) keep theirs, so waiting never dead-letters.
+        """
+        groups = [(list(tried), attempt + 1), (list(waiting), attempt)]
         try:
-            sent = self._requeue.send(
-                _envelope_body(envelope, [o.job for o in retry]),
-                attempt=attempt + 1,
-                delay=delay,
-                source_message_id=record["messageId"],
-            )
+            sent = True
+            for outcomes, next_attempt in groups:
+                if not outcomes:
+                    continue
+                error = outcomes[0].error
+                delay = retry_delay(error, attempt)
+                for body in _envelope_bodies(envelope, [o.job for o in outcomes]):
+                    sent = sent and self._requeue.send(
+                        body,
+                        attempt=next_attempt,
+                        delay=delay,
+                        source_message_id=record["messageId"],
+                    )
+                logger.info(
+                    "deferred targets",
+                    extra={
+                        "request_id": envelope.request_id,
+                        "targets": len(outcomes),
+                        "attempt": next_attempt,
+                        "delay_seconds": delay,
+                        "error_class": error.error_class if error else None,
+                    },
+                )
         except Exception as exc:  # noqa: BLE001 - fall back to SQS redelivery
             logger.warning("could not re-send deferred targets", extra={"reason": str(exc)})
             return False
-        if sent:
-            logger.info(
-                "deferred targets",
-                extra={
-                    "request_id": envelope.request_id,
-                    "targets": len(retry),
-                    "attempt": attempt + 1,
-                    "delay_seconds": delay,
-                    "error_class": error.error_class if error else None,
-                },
-            )
         return sent
 
     def _dead_letter(
@@ -232,16 +258,26 @@ class BatchWorker:
                 "reason": error.reason,
             },
         )
-        # Only the failed targets are dead-lettered, so a redrive never repeats a success.
-        body = _envelope_body(envelope, jobs) if envelope and jobs else record["body"]
+        # Only the failed targets are dead-lettered, so a redrive never repeats a success; many
+        # of them may take several dead letters, each under SQS's size limit.
+        if envelope and jobs:
+            letters = [
+                (body, [f"{t['account']}/{t['region']}" for t in json.loads(body)["targets"]])
+                for body in _envelope_bodies(envelope, jobs)
+            ]
+        else:
+            letters = [(record["body"], [])]
         try:
-            sent = self._dead_letters.send(
-                body=body,
-                error=error,
-                source_message_id=message_id,
-                task=envelope.task if envelope else None,
-                request_id=envelope.request_id if envelope else None,
-                targets=[f"{j.account}/{j.region}" for j in jobs],
+            sent = all(
+                self._dead_letters.send(
+                    body=body,
+                    error=error,
+                    source_message_id=message_id,
+                    task=envelope.task if envelope else None,
+                    request_id=envelope.request_id if envelope else None,
+                    targets=targets,
+                )
+                for body, targets in letters
             )
         except Exception as exc:  # noqa: BLE001 - any failure here means: keep the message
             logger.warning("dead-letter queue unavailable", extra={"reason": str(exc)})
@@ -250,22 +286,46 @@ class BatchWorker:
         return None if sent else error
 
 
-def _envelope_body(envelope: Envelope, jobs: Sequence[Job]) -> str:
-    """A v1 body for some of a message's jobs: same request id and options, so job keys hold."""
+def _envelope_bodies(
+    envelope: Envelope, jobs: Sequence[Job], max_bytes: int = MAX_BODY_BYTES
+) -> list[str]:
+    """v1 bodies for some of a message's jobs, each under SQS's size limit.
+
+    Same request id and options, and parameters shared by all the jobs stated once at the top
+    (as publishers write them), so the job keys hold and a body is no larger than its source.
+    """
     options = envelope.options.as_json()
     if options.get("canary") and not any(job.canary for job in jobs):
         del options["canary"]  # the canary already succeeded
-    body: dict[str, Any] = {
-        "version": 1,
-        "task": envelope.task,
-        "request_id": envelope.request_id,
-        "targets": [
-            {"account": j.account, "region": j.region, "params": dict(j.params)} for j in jobs
-        ],
-    }
+    first = dict(jobs[0].params) if jobs else {}
+    shared = {k: v for k, v in first.items() if all(j.params.get(k, _MISSING) == v for j in jobs)}
+    head: dict[str, Any] = {"version": 1, "task": envelope.task, "request_id": envelope.request_id}
+    if shared:
+        head["params"] = shared
     if options:
-        body["options"] = options
-    return json.dumps(body, separators=(",", ":"))
+        head["options"] = options
+    targets = [
+        {
+            "account": j.account,
+            "region": j.region,
+            "params": {k: v for k, v in j.params.items() if k not in shared},
+        }
+        for j in jobs
+    ]
+    budget = max_bytes - len(json.dumps(head, separators=(",", ":")).encode()) - 32
+    bodies: list[str] = []
+    chunk: list[dict[str, Any]] = []
+    size = 0
+    for target in targets:
+        cost = len(json.dumps(target, separators=(",", ":")).encode()) + 1
+        if chunk and size + cost > budget:
+            bodies.append(json.dumps({**head, "targets": chunk}, separators=(",", ":")))
+            chunk, size = [], 0
+        chunk.append(target)
+        size += cost
+    if chunk:
+        bodies.append(json.dumps({**head, "targets": chunk}, separators=(",", ":")))
+    return bodies
 
 
 def _audit(outcome: JobOutcome, sender: str) -> None:

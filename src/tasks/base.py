@@ -128,10 +128,11 @@ class Task(ABC):
         raise NotImplementedError(f"{self.name} does not declare resource_arns")
 
     def find_previous(self, ctx: TaskContext, call: Call) -> TaskResult | None:  # noqa: ARG002
-        """For non-idempotent tasks: the effect of an earlier attempt whose holder died.
+        """The effect of an earlier attempt whose outcome is unknown (its holder died, or the
+        answer was lost to a 5xx or timeout).
 
-        Called before re-running a call when the ledger shows an attempt that may have reached
-        AWS without recording its result. Return that result to avoid running twice.
+        Called before re-running a call whose jobs the ledger shows may have run. Return that
+        result to avoid running twice; None runs the call.
         """
         return None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
 from tasks.base import Call, Job, RateLimit, Task, TaskContext, TaskResult
@@ -19,6 +20,9 @@ from tasks.registry import register
 # CloudFront quotas per distribution for invalidations in progress.
 MAX_PATHS = 3000
 MAX_WILDCARD_PATHS = 15
+# Recovery looks at this many of the distribution's newest invalidations, this far back.
+RECOVERY_SCAN = 25
+RECOVERY_WINDOW = timedelta(hours=1)
 
 
 class InvalidateParams(TypedDict):
@@ -38,6 +42,11 @@ def reduce_paths(paths: Iterable[str]) -> list[str]:
     unique = sorted(set(paths))
     prefixes = [p[:-1] for p in unique if is_wildcard(p)]
     return [p for p in unique if not any(p != w + "*" and p.startswith(w) for w in prefixes)]
+
+
+def covered(path: str, by: Iterable[str]) -> bool:
+    """True when invalidating ``by`` also invalidates ``path`` (same path, or a wildcard)."""
+    return any(p == path or (is_wildcard(p) and path.startswith(p[:-1])) for p in by)
 
 
 def caller_reference(call_key: Mapping[str, Any]) -> str:
@@ -76,7 +85,11 @@ class InvalidateTask(Task):
             },
         },
     }
-    iam_actions = ("cloudfront:CreateInvalidation", "cloudfront:GetInvalidation")
+    iam_actions = (
+        "cloudfront:CreateInvalidation",
+        "cloudfront:GetInvalidation",
+        "cloudfront:ListInvalidations",  # recovery after a lost answer (find_previous)
+    )
     # CloudFront's control-plane API is global and strict; a few calls per second per account.
     rate = RateLimit(api="cloudfront:CreateInvalidation", per_second=2.0, burst=2, global_api=True)
     idempotent = True  # deterministic CallerReference
@@ -113,6 +126,38 @@ class InvalidateTask(Task):
                     )
                 )
         return calls
+
+    def find_previous(self, ctx: TaskContext, call: Call) -> TaskResult | None:
+        # The CallerReference of a coalesced call depends on which jobs shared its batch, so a
+        # call whose answer was lost is recognised by its effect instead: a recent fanout
+        # invalidation of this distribution that already covers every path of the call.
+        cloudfront = ctx.client("cloudfront")
+        distribution_id = call.params["distribution_id"]
+        since = datetime.now(UTC) - RECOVERY_WINDOW
+        listing = cloudfront.list_invalidations(
+            DistributionId=distribution_id, MaxItems=str(RECOVERY_SCAN)
+        )["InvalidationList"]
+        for item in listing.get("Items", []):
+            created = item.get("CreateTime")
+            if isinstance(created, datetime) and created.astimezone(UTC) < since:
+                continue
+            invalidation = cloudfront.get_invalidation(
+                DistributionId=distribution_id, Id=item["Id"]
+            )["Invalidation"]
+            batch = invalidation["InvalidationBatch"]
+            paths = batch["Paths"].get("Items", [])
+            if batch["CallerReference"].startswith("fanout-") and all(
+                covered(p, paths) for p in call.params["paths"]
+            ):
+                return TaskResult(
+                    resource_id=invalidation["Id"],
+                    detail={
+                        "distribution_id": distribution_id,
+                        "status": invalidation.get("Status", ""),
+                        "recovered": True,
+                    },
+                )
+        return None
 
     def run(self, ctx: TaskContext, call: Call) -> TaskResult:
         params = InvalidateParams(

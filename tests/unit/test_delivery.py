@@ -23,6 +23,7 @@ from tests.unit.fakes import (
     create_distribution,
     dead_letters,
     failures,
+    invalidations,
     sqs_event,
     sqs_record,
     v1_body,
@@ -295,3 +296,127 @@ def test_a_command_whose_response_was_lost_is_not_sent_twice(
     assert failures(first) == ["m-1"]
     assert failures(second) == []
     assert len(commands_in(TARGET_ACCOUNTS[0])) == 1
+
+
+def test_targets_never_started_keep_their_attempt_count(
+    work_queue: str, api_calls: ApiCalls
+) -> None:
+    """GIVEN a deferred copy on its last allowed attempt, processed with no time left
+    WHEN its targets cannot even start
+    THEN they are re-sent with the same attempt number, not dead-lettered as 'gave up'."""
+    account = TARGET_ACCOUNTS[0]
+    body = v1_body(
+        "cloudfront.invalidate",
+        [{"account": account, "params": {"distribution_id": "EDIST00001", "paths": ["/"]}}],
+    )
+    record = sqs_record(body)
+    record["messageAttributes"] = {"fanout.attempt": {"stringValue": "5", "dataType": "Number"}}
+
+    response = lambda_handler(sqs_event(record), FakeLambdaContext(remaining_ms=2_000))
+
+    assert failures(response) == []
+    assert dead_letters() == []
+    [deferred] = requeued(api_calls, work_queue)
+    assert deferred["MessageAttributes"]["fanout.attempt"]["StringValue"] == "5"
+
+
+def test_a_job_whose_outcome_cannot_be_recorded_is_not_acknowledged(
+    monkeypatch: pytest.MonkeyPatch, context: FakeLambdaContext
+) -> None:
+    """GIVEN the ledger refuses to record a finished job's outcome
+    WHEN the handler processes its message
+    THEN the message is reported for redelivery: the job has not ended as far as anyone
+    can tell, so it must not be acknowledged."""
+    account = TARGET_ACCOUNTS[0]
+    dist = create_distribution(account)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise ClientError({"Error": {"Code": "ThrottlingException"}}, "UpdateItem")
+
+    monkeypatch.setattr("handler.ledger.InMemoryLedger.finish", refuse)
+    record = sqs_record(
+        v1_body(
+            "cloudfront.invalidate",
+            [{"account": account, "params": {"distribution_id": dist, "paths": ["/"]}}],
+        )
+    )
+
+    response = lambda_handler(sqs_event(record), context)
+
+    assert failures(response) == [record["messageId"]]
+
+
+def test_a_coalesced_invalidation_with_a_lost_answer_is_not_issued_again(
+    monkeypatch: pytest.MonkeyPatch, context: FakeLambdaContext
+) -> None:
+    """GIVEN two messages coalesced into one CreateInvalidation that ran but answered 503
+    WHEN one of them comes back alone (another batch, so another CallerReference)
+    THEN the worker recognises the earlier invalidation as its effect: no second reference."""
+    account = TARGET_ACCOUNTS[0]
+    dist = create_distribution(account)
+    bodies = [
+        v1_body(
+            "cloudfront.invalidate",
+            [{"account": account, "params": {"distribution_id": dist, "paths": [path]}}],
+            request_id=f"req-{n}",
+        )
+        for n, path in enumerate(["/a", "/b"])
+    ]
+    original = BaseClient._make_api_call
+
+    def lost_answer(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        response = original(self, operation, params)
+        if operation == "CreateInvalidation":
+            raise ClientError(
+                {
+                    "Error": {"Code": "ServiceUnavailable"},
+                    "ResponseMetadata": {"HTTPStatusCode": 503},
+                },
+                operation,
+            )
+        return response
+
+    with monkeypatch.context() as flaky:
+        flaky.setattr(BaseClient, "_make_api_call", lost_answer)
+        first = lambda_handler(
+            sqs_event(*(sqs_record(b, message_id=f"m-{i}") for i, b in enumerate(bodies))), context
+        )
+    again = lambda_handler(
+        sqs_event(sqs_record(bodies[0], message_id="m-0", receive_count=2)), context
+    )
+
+    assert sorted(failures(first)) == ["m-0", "m-1"]
+    assert failures(again) == []
+    # moto keeps every CreateInvalidation; CloudFront collapses those with one CallerReference
+    # (the in-function retries of the lost answer), so distinct references count effects.
+    assert len({batch["CallerReference"] for batch in invalidations(account, dist)}) == 1
+
+
+def test_a_large_partial_failure_is_dead_lettered_within_the_sqs_limit(
+    context: FakeLambdaContext,
+) -> None:
+    """GIVEN one ~100 KB message: 400 long paths shared by a real distribution and ten
+    missing ones
+    WHEN the handler processes it
+    THEN the real one is invalidated, and the ten are dead-lettered with their reason in a body
+    that states the shared paths once (well under SQS's 256 KiB), not once per target."""
+    account = TARGET_ACCOUNTS[0]
+    dist = create_distribution(account)
+    paths = [f"/catalogue/{n:04d}/" + "x" * 230 for n in range(400)]
+    missing = [f"EMISSING{n:02d}" for n in range(10)]
+    body = v1_body(
+        "cloudfront.invalidate",
+        [{"account": account, "params": {"distribution_id": d}} for d in [dist, *missing]],
+        params={"paths": paths},
+    )
+
+    response = lambda_handler(sqs_event(sqs_record(body)), context)
+
+    assert failures(response) == []
+    assert len(invalidations(account, dist)) == 1
+    [letter] = dead_letters()
+    dead = json.loads(letter["body"])
+    assert dead["params"]["paths"] == paths
+    assert sorted(t["params"]["distribution_id"] for t in dead["targets"]) == missing
+    assert len(letter["body"].encode()) < 200_000
+    assert "10 of 11 targets failed" in letter["fanout.reason"]
