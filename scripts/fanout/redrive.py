@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from botocore.exceptions import ClientError
 
-from handler.deadletter import ATTRIBUTE_PREFIX
+from handler.deadletter import ATTRIBUTE_PREFIX, REDRIVEN_ATTRIBUTE
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -105,8 +105,11 @@ class DeadLetter:
         )
 
     def forward_attributes(self) -> dict[str, MessageAttributeValueTypeDef]:
-        """The attributes to send on: the publisher's own, none of the ``fanout.*`` ones."""
-        kept: dict[str, MessageAttributeValueTypeDef] = {}
+        """The attributes to send on: the publisher's own, none of the worker's ``fanout.*``
+        ones, and the redrive mark that lets the worker run the failed jobs again."""
+        kept: dict[str, MessageAttributeValueTypeDef] = {
+            REDRIVEN_ATTRIBUTE: {"DataType": "String", "StringValue": "true"}
+        }
         for name, value in self.attributes.items():
             if name.startswith(ATTRIBUTE_PREFIX):
                 continue

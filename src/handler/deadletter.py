@@ -11,9 +11,11 @@ from typing import Any
 
 from handler.exceptions import FanoutError
 
-__all__ = ["ATTRIBUTE_PREFIX", "DeadLetters"]
+__all__ = ["ATTRIBUTE_PREFIX", "REDRIVEN_ATTRIBUTE", "DeadLetters"]
 
 ATTRIBUTE_PREFIX = "fanout."
+# Set by `fanout redrive` on what it sends back: the failed jobs in it may run again.
+REDRIVEN_ATTRIBUTE = ATTRIBUTE_PREFIX + "redriven"
 _MAX_REASON = 1024
 _MAX_TARGETS_LISTED = 50
 

@@ -24,6 +24,7 @@ from handler.exceptions import (
     DeadlineExceededError,
     FanoutError,
     JobBusyError,
+    NotRunError,
     PermanentError,
     RetryableError,
     ThrottledError,
@@ -151,7 +152,11 @@ class Dispatcher:
             # Canaries (and everything not gated by one) first; gated jobs only after their
             # message's canary succeeded.
             run_jobs([j for j in live if not j.after_canary])
-            run_jobs(pass_canaries([j for j in live if j.after_canary], outcomes))
+            gated = [j for j in live if j.after_canary]
+            ready = pass_canaries(gated, outcomes)
+            held = [outcomes[j.key] for j in gated if j.key in outcomes]
+            outcomes.update((o.job.key, o) for o in self.record_held(held, deadline))
+            run_jobs(ready)
         return outcomes
 
     def _run_jobs(
@@ -179,6 +184,14 @@ class Dispatcher:
         for future in futures:
             outcomes.update((o.job.key, o) for o in future.result())
 
+    def record_held(self, held: Sequence[JobOutcome], deadline: Deadline) -> list[JobOutcome]:
+        """Record targets a blast-radius control held back, so a duplicate delivery of their
+        message cannot run them after all (a held-back target ends like a failed one)."""
+        failed = [o for o in held if o.state is JobState.FAILED]
+        claims, settled = self._claim([o.job for o in failed], deadline)
+        ended = [self._record(claims[o.job.key], o) for o in failed if o.job.key in claims]
+        return ended + settled + [o for o in held if o.state is not JobState.FAILED]
+
     def _claim(
         self, jobs: Sequence[Job], deadline: Deadline
     ) -> tuple[dict[str, Claim], list[JobOutcome]]:
@@ -200,7 +213,11 @@ class Dispatcher:
                 result = TaskResult(
                     claim.record.result_id or "", {**claim.record.detail, "replayed": True}
                 )
-                settled.append(JobOutcome(job, JobState.SUCCEEDED, result=result))
+                settled.append(JobOutcome(job, JobState.SUCCEEDED, result=result, replayed=True))
+            elif claim.record.state is LedgerState.FAILED:
+                # Already dead-lettered: a duplicate delivery must not run or dead-letter it again.
+                error = NotRunError(f"already dead-lettered: {claim.record.last_error}")
+                settled.append(JobOutcome(job, JobState.FAILED, error=error, replayed=True))
             else:
                 busy = JobBusyError(f"job {job.key} is in progress in another invocation")
                 settled.append(JobOutcome(job, JobState.RETRY, error=busy))
@@ -264,7 +281,7 @@ class Dispatcher:
                 continue
             held, runnable = failures.hold_back(call.jobs)
             claims, settled = self._claim(runnable, deadline)
-            outcomes.extend(held + settled)
+            outcomes.extend(self.record_held(held, deadline) + settled)
             granted = [j for j in runnable if j.key in claims]
             # Some jobs are held back, done already or busy elsewhere: plan the rest anew.
             calls = [call] if len(granted) == len(call.jobs) else task.plan(granted)

@@ -41,6 +41,7 @@ __all__ = [
 
 RECORD_TTL_SECONDS = 14 * 24 * 3600  # as long as the DLQ keeps a message
 MAX_DETAIL_CHARS = 2048
+_MESSAGE_PK = "message#"  # request ids cannot contain '#', so these never meet a job
 
 
 class LedgerState(StrEnum):
@@ -97,17 +98,20 @@ class Ledger(Protocol):
 
     def jobs(self, request_id: str) -> list[JobRecord]: ...
 
+    def dead_lettered(self, message_id: str) -> bool: ...
+
+    def mark_dead_lettered(self, message_id: str) -> None: ...
+
 
 _MAY_HAVE_RUN = (LedgerState.IN_PROGRESS, LedgerState.UNCERTAIN)
 
 
-def _claimable(record: JobRecord | None, now: float) -> bool:
-    if record is None or record.state in (
-        LedgerState.RETRY,
-        LedgerState.FAILED,
-        LedgerState.UNCERTAIN,
-    ):
+def _claimable(record: JobRecord | None, now: float, *, redriven: bool) -> bool:
+    """Failed is final (it was dead-lettered) unless an operator redrove the message."""
+    if record is None or record.state in (LedgerState.RETRY, LedgerState.UNCERTAIN):
         return True
+    if record.state is LedgerState.FAILED:
+        return redriven
     if record.state is LedgerState.IN_PROGRESS:
         return record.lock_expires is not None and record.lock_expires < now
     return False  # succeeded
@@ -119,13 +123,14 @@ class InMemoryLedger:
     def __init__(self, clock: Callable[[], float] | None = None) -> None:
         self._clock = clock or time.time
         self._records: dict[tuple[str, str], JobRecord] = {}
+        self._dead_letters: set[str] = set()
         self._lock = threading.Lock()
 
     def claim(self, job: Job, *, lock_seconds: float) -> Claim:
         now = self._clock()
         with self._lock:
             previous = self._records.get((job.request_id, job.key))
-            if not _claimable(previous, now):
+            if not _claimable(previous, now, redriven=job.redriven):
                 assert previous is not None  # noqa: S101 - None is always claimable
                 return Claim(granted=False, record=previous)
             attempts = (previous.attempts if previous else 0) + 1
@@ -168,6 +173,14 @@ class InMemoryLedger:
                 key=lambda r: (r.account, r.region, r.job_key),
             )
 
+    def dead_lettered(self, message_id: str) -> bool:
+        with self._lock:
+            return message_id in self._dead_letters
+
+    def mark_dead_lettered(self, message_id: str) -> None:
+        with self._lock:
+            self._dead_letters.add(message_id)
+
 
 class DynamoDBLedger:
     """The shared ledger: ``pk`` = request id, ``sk`` = job key, TTL on ``expires_at``."""
@@ -204,14 +217,15 @@ class DynamoDBLedger:
                     "created_at = if_not_exists(created_at, :now), expires_at = :ttl"
                 ),
                 ConditionExpression=(
-                    "attribute_not_exists(pk) OR #state IN (:retry, :failed, :uncertain) "
+                    "attribute_not_exists(pk) OR #state IN (:retry, :uncertain, :failed) "
                     "OR (#state = :in_progress AND lock_expires < :now)"
                 ),
                 ExpressionAttributeNames={"#state": "state", "#region": "region"},
                 ExpressionAttributeValues={
                     ":in_progress": {"S": LedgerState.IN_PROGRESS.value},
                     ":retry": {"S": LedgerState.RETRY.value},
-                    ":failed": {"S": LedgerState.FAILED.value},
+                    # Failed is final unless redriven: then it may be claimed again.
+                    ":failed": {"S": LedgerState.FAILED.value if job.redriven else "-"},
                     ":uncertain": {"S": LedgerState.UNCERTAIN.value},
                     ":until": {"N": _number(now + lock_seconds)},
                     ":token": {"S": token},
@@ -291,6 +305,26 @@ class DynamoDBLedger:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         records = [_record(item) for item in items]
         return sorted(records, key=lambda r: (r.account, r.region, r.job_key))
+
+    # A message dead-lettered whole (bad input) or in part is remembered by its id, so a
+    # duplicate delivery (its acknowledgement was lost) is not dead-lettered a second time.
+    def dead_lettered(self, message_id: str) -> bool:
+        item = self._ddb().get_item(
+            TableName=self._table,
+            Key={"pk": {"S": _MESSAGE_PK + message_id}, "sk": {"S": "dead-letter"}},
+            ConsistentRead=True,
+        )
+        return "Item" in item
+
+    def mark_dead_lettered(self, message_id: str) -> None:
+        self._ddb().put_item(
+            TableName=self._table,
+            Item={
+                "pk": {"S": _MESSAGE_PK + message_id},
+                "sk": {"S": "dead-letter"},
+                "expires_at": {"N": str(int(self._clock()) + RECORD_TTL_SECONDS)},
+            },
+        )
 
 
 def _claimed(job: Job, attempts: int, lock_expires: float, token: str, now: float) -> JobRecord:

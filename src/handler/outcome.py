@@ -23,3 +23,5 @@ class JobOutcome:
     state: JobState
     result: TaskResult | None = None
     error: FanoutError | None = None
+    # The ledger already held this ending (a duplicate delivery): report it, do not act on it.
+    replayed: bool = False

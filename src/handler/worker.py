@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from handler.accounts import AccountDirectory
 from handler.credentials import SessionCache
-from handler.deadletter import DeadLetters
+from handler.deadletter import ATTRIBUTE_PREFIX, REDRIVEN_ATTRIBUTE, DeadLetters
 from handler.deadline import Deadline
 from handler.dispatch import Dispatcher
 from handler.envelope import Envelope, parse_message
@@ -76,7 +76,9 @@ class BatchWorker:
         dead_letters: DeadLetters,
         requeue: Requeue,
         directory: AccountDirectory,
+        ledger: Ledger,
     ) -> None:
+        self._ledger = ledger
         self._directory = directory
         self._settings = settings
         self._sessions = sessions
@@ -108,6 +110,7 @@ class BatchWorker:
             dead_letters=DeadLetters(settings.dead_letter_queue_url, sqs),
             requeue=Requeue(settings.work_queue_url, sqs),
             directory=directory,
+            ledger=ledger,
         )
 
     def process(
@@ -129,6 +132,10 @@ class BatchWorker:
                     record["body"], message_id=message_id, default_region=self._settings.region
                 )
                 authorize(envelope, self._settings, self._sessions)
+                if _redriven(record):
+                    envelope = replace(
+                        envelope, jobs=tuple(replace(j, redriven=True) for j in envelope.jobs)
+                    )
             except PermanentError as exc:
                 errors[message_id] = self._dead_letter(record, exc)
                 metrics.count("MessagesDeadLettered", "", int(errors[message_id] is None))
@@ -158,7 +165,8 @@ class BatchWorker:
         for outcome in results:
             _audit(outcome, sender)
         retry = [o for o in results if o.state is JobState.RETRY]
-        failed = [o for o in results if o.state is JobState.FAILED]
+        # Failures the ledger already held were dead-lettered by an earlier delivery.
+        failed = [o for o in results if o.state is JobState.FAILED and not o.replayed]
         attempt = attempt_of(record)
         waiting = [o for o in retry if isinstance(o.error, _NOT_TRIED)]
         tried = [o for o in retry if not isinstance(o.error, _NOT_TRIED)]
@@ -249,6 +257,13 @@ class BatchWorker:
         jobs: Sequence[Job] = (),
     ) -> FanoutError | None:
         message_id = record["messageId"]
+        try:
+            if self._ledger.dead_lettered(message_id):
+                # A duplicate delivery (the first acknowledgement was lost): already ended.
+                logger.info("message already dead-lettered", extra={"message_id": message_id})
+                return None
+        except Exception as exc:  # noqa: BLE001 - unknown: keep the message and retry
+            return TransientError(f"could not check the ledger before dead-lettering: {exc}")
         logger.error(
             "dead-lettering message",
             extra={
@@ -282,8 +297,14 @@ class BatchWorker:
         except Exception as exc:  # noqa: BLE001 - any failure here means: keep the message
             logger.warning("dead-letter queue unavailable", extra={"reason": str(exc)})
             return TransientError(f"could not dead-letter ({error.reason}): {exc}")
-        # Without DEAD_LETTER_QUEUE_URL the record is reported failed; SQS redrive moves it.
-        return None if sent else error
+        if not sent:
+            # Without DEAD_LETTER_QUEUE_URL the record is reported failed; SQS redrive moves it.
+            return error
+        try:
+            self._ledger.mark_dead_lettered(message_id)
+        except Exception as exc:  # noqa: BLE001 - the dead letter exists: still acknowledge
+            logger.warning("could not remember the dead letter", extra={"reason": str(exc)})
+        return None
 
 
 def _envelope_bodies(
@@ -326,6 +347,13 @@ def _envelope_bodies(
     if chunk:
         bodies.append(json.dumps({**head, "targets": chunk}, separators=(",", ":")))
     return bodies
+
+
+def _redriven(record: Mapping[str, Any]) -> bool:
+    """Sent back from the DLQ by an operator: by `fanout redrive` (which marks it) or by SQS's
+    message-move task (which keeps the dead letter's attributes)."""
+    attributes = record.get("messageAttributes", {})
+    return REDRIVEN_ATTRIBUTE in attributes or ATTRIBUTE_PREFIX + "error_class" in attributes
 
 
 def _audit(outcome: JobOutcome, sender: str) -> None:

@@ -42,6 +42,8 @@ class Job:
     canary: bool = False  # runs first; the message's other jobs wait for its success
     after_canary: bool = False
     max_errors: int | None = None  # stop the message's fan-out after more failures than this
+    # The message was redriven from the DLQ on purpose: a failed job may run again.
+    redriven: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -175,8 +175,8 @@ def test_redrive_strips_the_fanout_attributes_and_the_attempt_counter(
     """GIVEN a dead letter with the worker's fanout.* attributes, a fanout.attempt counter of 4
     and a publisher's own attribute
     WHEN it is redriven
-    THEN the work queue's copy has the same body and only the publisher's attribute: no
-    reason, error class or attempt counter (a redrive starts attempts anew)."""
+    THEN the work queue's copy has the same body, the publisher's attribute and the redrive
+    mark: no reason, error class or attempt counter (a redrive starts attempts anew)."""
     body = dead_letter(
         sqs,
         aws_env,
@@ -191,7 +191,10 @@ def test_redrive_strips_the_fanout_attributes_and_the_attempt_counter(
     assert code == 0
     [copy] = read_queue(aws_env.queue_url)
     assert copy["Body"] == body
-    assert copy["MessageAttributes"] == {"team": {"DataType": "String", "StringValue": "web"}}
+    assert copy["MessageAttributes"] == {
+        "team": {"DataType": "String", "StringValue": "web"},
+        "fanout.redriven": {"DataType": "String", "StringValue": "true"},
+    }
 
 
 def test_filter_reason_is_a_regular_expression_over_reason_and_error_class(

@@ -51,7 +51,9 @@ def commands_in(account: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(params=["memory", "dynamodb"])
-def ledger_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def ledger_backend(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, worker_env: dict[str, str]
+) -> str:
     """Run the test with the in-memory ledger and with the DynamoDB table."""
     if request.param == "dynamodb":
         monkeypatch.setenv("LEDGER_TABLE", create_ledger_table())
@@ -420,3 +422,92 @@ def test_a_large_partial_failure_is_dead_lettered_within_the_sqs_limit(
     assert sorted(t["params"]["distribution_id"] for t in dead["targets"]) == missing
     assert len(letter["body"].encode()) < 200_000
     assert "10 of 11 targets failed" in letter["fanout.reason"]
+
+
+@pytest.mark.usefixtures("ledger_backend")
+def test_a_duplicate_delivery_of_a_bad_message_is_dead_lettered_once(
+    context: FakeLambdaContext,
+) -> None:
+    """GIVEN an unparseable message delivered twice with the same message id (the first
+    acknowledgement was lost) WHEN both deliveries are processed
+    THEN it is dead-lettered once and acknowledged both times."""
+    first = lambda_handler(sqs_event(sqs_record("not json", message_id="m-bad")), context)
+    again = lambda_handler(sqs_event(sqs_record("not json", message_id="m-bad")), context)
+
+    assert failures(first) == failures(again) == []
+    assert len(dead_letters()) == 1
+
+
+@pytest.mark.usefixtures("ledger_backend")
+def test_a_duplicate_delivery_neither_reruns_nor_redeadletters_a_failed_target(
+    context: FakeLambdaContext, api_calls: ApiCalls
+) -> None:
+    """GIVEN a message whose one target failed (missing distribution) and was dead-lettered,
+    delivered again under another message id (published twice)
+    WHEN the duplicate is processed
+    THEN the failed call is not made again and no second dead letter appears."""
+    account = TARGET_ACCOUNTS[0]
+    body = v1_body(
+        "cloudfront.invalidate",
+        [{"account": account, "params": {"distribution_id": "EMISSING01", "paths": ["/"]}}],
+        request_id="req-failing",
+    )
+    lambda_handler(sqs_event(sqs_record(body, message_id="m-1")), context)
+    api_calls.calls.clear()
+
+    response = lambda_handler(sqs_event(sqs_record(body, message_id="m-2")), context)
+
+    assert failures(response) == []
+    assert api_calls.count("CreateInvalidation") == 0
+    assert len(dead_letters()) == 1
+
+
+def test_a_redriven_dead_letter_runs_its_failed_target_again(
+    context: FakeLambdaContext, api_calls: ApiCalls
+) -> None:
+    """GIVEN a target dead-lettered after failing
+    WHEN an operator redrives the dead letter (fanout redrive marks it)
+    THEN the worker tries the target again."""
+    account = TARGET_ACCOUNTS[0]
+    body = v1_body(
+        "cloudfront.invalidate",
+        [{"account": account, "params": {"distribution_id": "EMISSING01", "paths": ["/"]}}],
+        request_id="req-redrive",
+    )
+    lambda_handler(sqs_event(sqs_record(body)), context)
+    [letter] = dead_letters()
+    api_calls.calls.clear()
+    redriven = sqs_record(letter["body"])
+    redriven["messageAttributes"] = {
+        "fanout.redriven": {"stringValue": "true", "dataType": "String"}
+    }
+
+    lambda_handler(sqs_event(redriven), context)
+
+    assert api_calls.count("CreateInvalidation") == 1
+
+
+def test_targets_held_back_by_a_failed_canary_stay_unrun_on_a_duplicate_delivery(
+    context: FakeLambdaContext, api_calls: ApiCalls
+) -> None:
+    """GIVEN a canary message whose canary failed, so its other targets were held back
+    WHEN the same message is delivered again THEN the held-back targets still do not run."""
+    first, second = TARGET_ACCOUNTS[:2]
+    dist = create_distribution(second)
+    body = v1_body(
+        "cloudfront.invalidate",
+        [
+            {"account": first, "params": {"distribution_id": "EMISSING01"}},
+            {"account": second, "params": {"distribution_id": dist}},
+        ],
+        params={"paths": ["/"]},
+        options={"canary": True},
+        request_id="req-canary",
+    )
+    lambda_handler(sqs_event(sqs_record(body, message_id="m-1")), context)
+    api_calls.calls.clear()
+
+    lambda_handler(sqs_event(sqs_record(body, message_id="m-2")), context)
+
+    assert api_calls.count("CreateInvalidation") == 0
+    assert invalidations(second, dist) == []

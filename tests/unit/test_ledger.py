@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import boto3
 import pytest
@@ -115,20 +116,47 @@ def test_expired_lock_is_recovered(make_ledger: Callable[[Clock], Ledger]) -> No
     assert claim.record.attempts == 2
 
 
-@pytest.mark.parametrize("state", [LedgerState.RETRY, LedgerState.FAILED])
-def test_retry_and_failed_jobs_can_be_claimed_again(
-    make_ledger: Callable[[Clock], Ledger], state: LedgerState
+def test_a_job_waiting_for_retry_can_be_claimed_again(
+    make_ledger: Callable[[Clock], Ledger],
 ) -> None:
-    """GIVEN a job recorded as waiting for retry, or failed (and dead-lettered, then redriven)
-    WHEN it is claimed again THEN the claim is granted with the attempt counted."""
+    """GIVEN a job recorded as waiting for retry WHEN it is claimed again
+    THEN the claim is granted with the attempt counted."""
     ledger = make_ledger(Clock())
-    ledger.finish(ledger.claim(job(), lock_seconds=60), state, error="boom")
+    ledger.finish(ledger.claim(job(), lock_seconds=60), LedgerState.RETRY, error="throttled")
 
     claim = ledger.claim(job(), lock_seconds=60)
 
     assert claim.granted
     assert not claim.recovered
     assert claim.record.attempts == 2
+
+
+def test_a_failed_job_is_final_unless_its_message_was_redriven(
+    make_ledger: Callable[[Clock], Ledger],
+) -> None:
+    """GIVEN a job recorded as failed (it was dead-lettered)
+    WHEN a duplicate delivery claims it, and then a redriven copy claims it
+    THEN the duplicate is refused (no second run, no second dead letter) and the redrive
+    is granted (an operator sent it back on purpose)."""
+    ledger = make_ledger(Clock())
+    ledger.finish(ledger.claim(job(), lock_seconds=60), LedgerState.FAILED, error="denied")
+
+    duplicate = ledger.claim(job(), lock_seconds=60)
+    redrive = ledger.claim(replace(job(), redriven=True), lock_seconds=60)
+
+    assert not duplicate.granted
+    assert duplicate.record.state is LedgerState.FAILED
+    assert redrive.granted
+
+
+def test_a_dead_lettered_message_is_remembered(make_ledger: Callable[[Clock], Ledger]) -> None:
+    """GIVEN a message marked as dead-lettered WHEN asked again THEN the ledger remembers it,
+    and only that message."""
+    ledger = make_ledger(Clock())
+    ledger.mark_dead_lettered("m-1")
+
+    assert ledger.dead_lettered("m-1")
+    assert not ledger.dead_lettered("m-2")
 
 
 def test_a_stale_holder_cannot_overwrite_the_new_holder(
@@ -143,7 +171,7 @@ def test_a_stale_holder_cannot_overwrite_the_new_holder(
     clock.now += 11
     ledger.claim(job(), lock_seconds=60)
 
-    ledger.finish(stale, LedgerState.FAILED, error="late")
+    ledger.finish(stale, LedgerState.RETRY, error="late")
 
     [record] = ledger.jobs("req-1")
     assert record.state is LedgerState.IN_PROGRESS
