@@ -1,0 +1,12 @@
+"""Fault injection: the promise "every job ends exactly once, no side effect twice" under
+duplicate deliveries, concurrent workers, denied and flaky AssumeRole, throttling storms, 5xx
+bursts, function timeouts, a SIGKILLed worker and poison messages.
+
+- ``proxy``: the fault layer, an HTTP proxy in front of the emulator (rules, counters);
+- ``harness``: workloads and the bookkeeping of how every job ended (``verify``);
+- ``tuning``: shorter waits for the worker under test; ``runner``: a worker process;
+- ``test_scenarios``: the scenarios; ``test_findings``: the bugs this suite found, fixed
+  since, kept as regression tests.
+
+``pytest tests/integration/faults`` ends with a table of every scenario's figures.
+"""
