@@ -17,6 +17,7 @@ import shlex
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn
@@ -906,6 +907,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fanout`` console script; returns the exit code."""
+    # Locally the handler runs with POWERTOOLS_METRICS_DISABLED: its empty flush is not news.
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
     parser = _parser()
     try:
         args = parser.parse_args(argv)
