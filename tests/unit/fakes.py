@@ -10,6 +10,8 @@ from typing import Any
 
 import boto3
 
+from tasks.base import Call, Job
+
 OPS_ACCOUNT = "123456789012"  # moto's default account: the worker's own
 TARGET_ACCOUNTS = ("111111111111", "222222222222", "333333333333", "444444444444", "555555555555")
 REGION = "us-east-1"
@@ -91,6 +93,29 @@ def sqs_record(
         "eventSourceARN": f"arn:aws:sqs:{REGION}:{OPS_ACCOUNT}:fanout-work",
         "awsRegion": REGION,
     }
+
+
+def one_job_call(
+    task: str,
+    params: Any,
+    *,
+    account: str,
+    region: str = REGION,
+    request_id: str = "req-1",
+    key: str = "0f6a3c528d1e4a7b9c412b7e5d9a1f01",
+) -> Call:
+    """A plugin call made for exactly one job (what plan() makes when nothing coalesces)."""
+    job = Job(
+        key=key,
+        request_id=request_id,
+        task=task,
+        account=account,
+        region=region,
+        params=params,
+        message_id="msg-1",
+        index=0,
+    )
+    return Call(task=task, account=account, region=region, params=params, jobs=(job,))
 
 
 def failures(response: Any) -> list[str]:

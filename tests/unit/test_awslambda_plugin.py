@@ -25,13 +25,14 @@ from handler.exceptions import (
 )
 from handler.policy import session_policy
 from tasks.awslambda import PREVIEW_BYTES, parse_function
-from tasks.base import Call, Job, TaskResult
+from tasks.base import Call, TaskResult
 from tasks.registry import get_task
 from tests.unit.fakes import (
     TARGET_ACCOUNTS,
     ApiCalls,
     FakeLambdaContext,
     dead_letters,
+    one_job_call,
     sqs_event,
     sqs_record,
     v1_body,
@@ -59,17 +60,9 @@ class FakeContext:
 
 
 def make_call(params: Mapping[str, Any], *, account: str = ACCOUNT, region: str = REGION) -> Call:
-    job = Job(
-        key="0f6a3c528d1e4a7b9c412b7e5d9a1f01",
-        request_id="warmup-1",
-        task="lambda.invoke",
-        account=account,
-        region=region,
-        params=params,
-        message_id="msg-1",
-        index=0,
+    return one_job_call(
+        "lambda.invoke", params, account=account, region=region, request_id="warmup-1"
     )
-    return Call(task=job.task, account=account, region=region, params=params, jobs=(job,))
 
 
 def invoke_response(payload: bytes = b"{}", *, status: int = 200, **extra: Any) -> dict[str, Any]:

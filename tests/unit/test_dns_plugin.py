@@ -18,7 +18,7 @@ from handler.app import lambda_handler
 from handler.envelope import parse_message, validate
 from handler.exceptions import BadMessageError, InvalidParamsError, TaskFailedError, TransientError
 from handler.policy import session_policy
-from tasks.base import Call, Job
+from tasks.base import Call
 from tasks.dns import DOCUMENT, powershell_script, render_host_name
 from tasks.registry import get_task
 from tasks.ssm import job_token
@@ -28,6 +28,7 @@ from tests.unit.fakes import (
     FakeLambdaContext,
     client_in,
     dead_letters,
+    one_job_call,
     sqs_event,
     sqs_record,
     v1_body,
@@ -55,17 +56,9 @@ def params(**overrides: Any) -> dict[str, Any]:
 
 
 def make_call(p: Mapping[str, Any], *, region: str = REGION) -> Call:
-    job = Job(
-        key="0f6a3c528d1e4a7b9c412b7e5d9a1f01",
-        request_id="asg-7bf73129",
-        task="dns.register_instance",
-        account=TARGET,
-        region=region,
-        params=p,
-        message_id="msg-1",
-        index=0,
+    return one_job_call(
+        "dns.register_instance", p, account=TARGET, region=region, request_id="asg-7bf73129"
     )
-    return Call(task=job.task, account=TARGET, region=region, params=p, jobs=(job,))
 
 
 class FakeContext:

@@ -13,6 +13,7 @@ from botocore.stub import ANY, Stubber
 from tasks.base import Call, Job, TaskResult
 from tasks.registry import get_task
 from tasks.ssm import job_token
+from tests.unit.fakes import one_job_call
 
 ACCOUNT = "111111111111"
 INSTANCES = ["i-0123456789abcdef0", "i-0fedcba9876543210"]
@@ -35,18 +36,8 @@ class FakeContext:
 
 
 def make_call(params: Mapping[str, Any], *, request_id: str = "uptime-check-1") -> Call:
-    job = Job(
-        key=JOB_KEY,
-        request_id=request_id,
-        task="ssm.send_command",
-        account=ACCOUNT,
-        region="us-east-1",
-        params=params,
-        message_id="msg-1",
-        index=0,
-    )
-    return Call(
-        task="ssm.send_command", account=ACCOUNT, region="us-east-1", params=params, jobs=(job,)
+    return one_job_call(
+        "ssm.send_command", params, account=ACCOUNT, request_id=request_id, key=JOB_KEY
     )
 
 

@@ -12,7 +12,7 @@ from botocore.stub import Stubber
 from handler.app import lambda_handler
 from handler.exceptions import InvalidParamsError, TaskFailedError, TransientError
 from handler.policy import session_policy
-from tasks.base import Call, Job, TaskResult
+from tasks.base import Call, TaskResult
 from tasks.registry import get_task
 from tasks.wafv2 import LOCK_ATTEMPTS, MAX_ADDRESSES, apply_changes, normalise, parse_cidr
 from tests.unit.fakes import (
@@ -21,6 +21,7 @@ from tests.unit.fakes import (
     FakeLambdaContext,
     client_in,
     dead_letters,
+    one_job_call,
     sqs_event,
     sqs_record,
     v1_body,
@@ -47,17 +48,9 @@ class FakeContext:
 
 
 def make_call(params: Mapping[str, Any], *, region: str = REGION) -> Call:
-    job = Job(
-        key="0f6a3c528d1e4a7b9c412b7e5d9a1f01",
-        request_id="block-1",
-        task="wafv2.update_ip_set",
-        account=ACCOUNT,
-        region=region,
-        params=params,
-        message_id="msg-1",
-        index=0,
+    return one_job_call(
+        "wafv2.update_ip_set", params, account=ACCOUNT, region=region, request_id="block-1"
     )
-    return Call(task=job.task, account=ACCOUNT, region=region, params=params, jobs=(job,))
 
 
 def create_ip_set(
