@@ -1,27 +1,31 @@
 """``fanout tasks`` and ``fanout policy``: what the registered plugins declare, for people.
 
-Everything here is derived from the registry (``tasks.registry.all_tasks()``): parameters from
-each plugin's JSON Schema, IAM actions, rate. The README's plugin section is
-``markdown(all_tasks())`` between two markers, and a test keeps them equal; ``policy_yaml``
-prints the target role's statements in the shape of ``target-role.yaml``.
+Everything here is derived from the registry (``all_tasks()``): parameters from each plugin's
+JSON Schema, IAM actions, rate. The README's plugin section is ``markdown(all_tasks())`` between
+two markers, and a test keeps them equal; ``to_yaml`` writes the target role's statements in the
+shape of ``target-role.yaml`` (PyYAML, with ``!Sub`` strings).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from tasks.base import RateLimit, Task
+import yaml
+
+from handler.api import TARGET, RateLimit, Task
 
 __all__ = [
     "README_END",
     "README_START",
     "ParamDoc",
     "describe_params",
+    "first_sentence",
     "markdown",
+    "param_details",
+    "permissions_text",
     "rate_text",
     "replace_readme_section",
     "task_dict",
@@ -151,12 +155,17 @@ def task_dict(task: Task) -> dict[str, Any]:
         "params": [p.as_dict() for p in describe_params(task)],
         "params_schema": task.params_schema,
         "iam_actions": list(task.iam_actions),
-        "unscoped_actions": list(task.unscoped_actions),
+        "access": {
+            role: {"actions": list(a.actions), "unscoped": list(a.unscoped)}
+            for role, a in task.access.items()
+        },
+        "status_actions": list(task.status_actions),
         "rate": {
             "api": task.rate.api,
             "per_second": task.rate.per_second,
             "burst": task.rate.burst,
             "per": "account" if task.rate.global_api else "account and region",
+            "source": task.rate.source,
         },
     }
 
@@ -193,8 +202,9 @@ def _upper_first(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _param_row(param: ParamDoc) -> str:
-    details = " ".join(
+def param_details(param: ParamDoc) -> str:
+    """'Description. Constraints.' of one parameter, as sentences."""
+    return " ".join(
         part
         for part in (
             _sentence(param.description),
@@ -202,22 +212,31 @@ def _param_row(param: ParamDoc) -> str:
         )
         if part
     )
+
+
+def _param_row(param: ParamDoc) -> str:
     cells = (
         f"`{param.name}`",
         param.type,
         "yes" if param.required else "no",
-        _md(details) or "-",
+        _md(param_details(param)) or "-",
     )
     return "| " + " | ".join(cells) + " |"
 
 
-def _permissions(task: Task) -> str:
-    scoped = [a for a in task.iam_actions if a not in task.unscoped_actions]
-    text = _code_list(scoped) if scoped else ""
-    if task.unscoped_actions:
-        unscoped = _code_list(task.unscoped_actions) + " on `*` (no resource-level permissions)"
-        text = f"{text}; {unscoped}" if text else unscoped
-    return text
+def permissions_text(task: Task, *, code: bool = False) -> str:
+    """The task's IAM actions per account role, unscoped ones named as such; ``code``: as
+    markdown code."""
+    listed = _code_list if code else ", ".join
+    star = "`*`" if code else "*"
+    parts = []
+    for role, access in sorted(task.access.items(), key=lambda item: (item[0] != TARGET, item[0])):
+        text = listed(access.actions) if access.actions else ""
+        if access.unscoped:
+            unscoped = listed(access.unscoped) + f" on {star} (no resource-level permissions)"
+            text = f"{text}; {unscoped}" if text else unscoped
+        parts.append(text if role == TARGET else f"in the {role} account: {text}")
+    return "; ".join(p for p in parts if p)
 
 
 def markdown(tasks: Sequence[Task]) -> str:
@@ -229,7 +248,7 @@ def markdown(tasks: Sequence[Task]) -> str:
     ]
     for task in ordered:
         lines.append(
-            f"| [`{task.name}`](#{_anchor(task.name)}) | {_md(_first_sentence(task.description))} "
+            f"| [`{task.name}`](#{_anchor(task.name)}) | {_md(first_sentence(task.description))} "
             f"| {_code_list(task.iam_actions)} | {rate_text(task.rate)} |"
         )
     for task in ordered:
@@ -245,14 +264,23 @@ def markdown(tasks: Sequence[Task]) -> str:
         lines += [_param_row(p) for p in describe_params(task)]
         lines += [
             "",
-            f"IAM actions: {_permissions(task)}. "
-            f"Rate: {rate_text(task.rate)}, on `{task.rate.api}`. "
-            f"Idempotent: {'yes' if task.idempotent else 'no (not repeated after a timeout)'}.",
+            f"IAM actions: {permissions_text(task, code=True)}. "
+            f"Rate: {rate_text(task.rate)}, on `{task.rate.api}` "
+            f"(source: {_md(task.rate.source)}). "
+            f"Idempotent: {idempotency_text(task)}.",
         ]
     return "\n".join(lines) + "\n"
 
 
-def _first_sentence(text: str) -> str:
+def idempotency_text(task: Task) -> str:
+    if task.idempotent:
+        return "yes (repeated identically after a lost answer)"
+    if task.recoverable:
+        return "no (after a lost answer, its earlier effect is looked up before any repeat)"
+    return "no (after a lost answer it is not repeated: dead-lettered as outcome unknown)"
+
+
+def first_sentence(text: str) -> str:
     """Up to the first '; ' or '. ' (the summary table stays one line per task)."""
     match = re.search(r"(?<=[.;])\s", text)
     head = text[: match.start()] if match else text
@@ -285,51 +313,56 @@ def readme_section(readme: str) -> str:
 
 # --- YAML in CloudFormation's shape ------------------------------------------------------------
 
-_PLAIN_RE = re.compile(r"^[A-Za-z0-9/][A-Za-z0-9:/._*${}@=+,-]*$")
-_YAML_WORDS: Final = frozenset({"true", "false", "yes", "no", "on", "off", "null", "y", "n", "~"})
+
+class _Sub(str):
+    """A string CloudFormation must substitute ``${AWS::...}`` in: written ``!Sub ...``."""
+
+    __slots__ = ()
 
 
-def _scalar(value: Any, *, sub: bool) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    text = str(value)
-    plain = (
-        _PLAIN_RE.match(text) is not None
-        and re.search(r"[A-Za-z]", text) is not None
-        and text.lower() not in _YAML_WORDS
-    )
-    rendered = text if plain else json.dumps(text)
-    # CloudFormation substitutes ${AWS::...} only inside Fn::Sub.
-    return f"!Sub {rendered}" if sub and "${" in text else rendered
+class _CloudFormationDumper(yaml.SafeDumper):
+    """Block style with list items indented under their key, as target-role.yaml writes them."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:  # noqa: ARG002
+        super().increase_indent(flow, False)
+
+    def choose_scalar_style(self) -> str:
+        event = self.event
+        # PyYAML quotes every explicitly tagged scalar; CloudFormation reads `!Sub arn:...` plain.
+        if isinstance(event, yaml.ScalarEvent) and event.tag == "!Sub" and not event.style:
+            analysis = self.analysis = self.analyze_scalar(event.value)
+            if analysis.allow_block_plain and not self.flow_level:
+                return ""
+        style: str = super().choose_scalar_style()
+        return '"' if style == "'" else style  # double quotes, as target-role.yaml has them
 
 
-def _emit(value: Any, indent: int, *, sub: bool) -> list[str]:
-    pad = " " * indent
-    lines: list[str] = []
+def _represent_sub(dumper: yaml.SafeDumper, value: _Sub) -> yaml.ScalarNode:
+    return dumper.represent_scalar("!Sub", str(value))
+
+
+_CloudFormationDumper.add_representer(_Sub, _represent_sub)
+
+
+def _subs(value: Any) -> Any:
+    """``value`` with every string holding ``${`` marked for ``!Sub``."""
     if isinstance(value, Mapping):
-        for key, item in value.items():
-            if isinstance(item, Mapping | list) and item:
-                lines.append(f"{pad}{key}:")
-                lines += _emit(item, indent + 2, sub=sub)
-            elif isinstance(item, Mapping | list):
-                lines.append(f"{pad}{key}: {'{}' if isinstance(item, Mapping) else '[]'}")
-            else:
-                lines.append(f"{pad}{key}: {_scalar(item, sub=sub)}")
-    elif isinstance(value, list):
-        for item in value:
-            if isinstance(item, Mapping | list) and item:
-                nested = _emit(item, indent + 2, sub=sub)
-                nested[0] = f"{pad}- {nested[0][indent + 2 :]}"
-                lines += nested
-            else:
-                lines.append(f"{pad}- {_scalar(item, sub=sub)}")
-    else:
-        lines.append(f"{pad}{_scalar(value, sub=sub)}")
-    return lines
+        return {key: _subs(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_subs(item) for item in value]
+    if isinstance(value, str) and "${" in value:
+        return _Sub(value)
+    return value
 
 
 def to_yaml(value: Any, *, sub: bool = False) -> str:
-    """Block-style YAML; with ``sub``, strings holding ``${...}`` become ``!Sub`` strings."""
-    return "\n".join(_emit(value, 0, sub=sub)) + "\n"
+    """Block-style YAML, keys in their order; with ``sub``, ``${...}`` strings are ``!Sub``."""
+    text: str = yaml.dump(
+        _subs(value) if sub else value,
+        Dumper=_CloudFormationDumper,
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=4096,  # an ARN is never folded over two lines
+    )
+    return text

@@ -1,135 +1,187 @@
-"""Terminal output for the operator CLI: tables, colours, a progress bar, one-line errors.
+"""Terminal output of the operator CLI, drawn by rich: tables, colours, progress, one-line errors.
 
-Conventions of well-loved CLIs: colour and progress bars only on a terminal and never when
-``NO_COLOR`` is set (https://no-color.org); machine-readable output (``--output json``) is
-never decorated; errors are one line on stderr, ``fanout: error: ...``.
+Results go to stdout, diagnostics (errors, notes, progress) to stderr. rich decides colours the
+way well-behaved CLIs do: only on a terminal, never with ``NO_COLOR`` (https://no-color.org) or
+``TERM=dumb``. Off a terminal, tables are as wide as their content (``COLUMNS`` caps them) so a
+pipe or a file gets whole lines; ``--output json`` never comes here (see :func:`print_json`).
 """
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Final, TextIO
+from collections.abc import Sequence
+from typing import Any, Final, TextIO
+
+from rich import box
+from rich.console import Console, RenderableType
+from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TaskID, TextColumn
+from rich.progress import Progress as RichProgress
+from rich.table import Column, Table
+from rich.text import Text
 
 __all__ = [
     "Cell",
+    "LiveLine",
     "Progress",
+    "cells",
     "error",
+    "make_console",
+    "note",
     "one_line",
-    "paint",
-    "render_table",
-    "use_color",
+    "print_json",
+    "render",
+    "table",
 ]
 
-_COLOURS: Final[Mapping[str, str]] = {
-    "red": "31",
-    "green": "32",
-    "yellow": "33",
-    "blue": "34",
-    "dim": "2",
-    "bold": "1",
-}
-# A cell: plain text, or (text, colour name) when it may be painted on a terminal.
+# Off a terminal without COLUMNS: no wrapping (a row stays one line for grep and friends).
+UNBOUNDED_WIDTH: Final = 100_000
+# A cell: plain text, or (text, rich style) painted only where colours are used.
 Cell = str | tuple[str, str]
 
 
-def use_color(stream: TextIO) -> bool:
-    """Colour only on a terminal, never with NO_COLOR (any non-empty value) or TERM=dumb."""
-    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
-        return False
-    isatty: Callable[[], bool] | None = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
+def make_console(file: TextIO | None = None, *, stderr: bool = False) -> Console:
+    """A console on ``file`` (default: the current stdout, or stderr) for one piece of output.
+
+    Built per use: rich decides terminal, colours and width when a console is created, and the
+    streams may have changed since (tests, redirections).
+    """
+    console = Console(
+        file=file, stderr=stderr, highlight=False, markup=False, emoji=False, soft_wrap=False
+    )
+    if not console.is_terminal:
+        columns = os.environ.get("COLUMNS", "")
+        console.width = int(columns) if columns.isdigit() else UNBOUNDED_WIDTH
+    return console
 
 
-def paint(text: str, colour: str, *, enabled: bool) -> str:
-    code = _COLOURS.get(colour)
-    if not enabled or code is None or not text:
-        return text
-    return f"\x1b[{code}m{text}\x1b[0m"
+def one_line(text: str | None) -> str:
+    """Whitespace, newlines included, collapsed to single spaces."""
+    return " ".join((text or "").split())
 
 
-def one_line(text: str | None, limit: int | None = None) -> str:
-    """Whitespace (newlines included) collapsed; cut to ``limit`` characters with an ellipsis."""
-    flat = " ".join((text or "").split())
-    if limit is not None and len(flat) > limit:
-        return flat[: max(0, limit - 1)] + "…"
-    return flat
+def table(*columns: str | Column) -> Table:
+    """A borderless table with a rule under the header, columns two spaces apart."""
+    return Table(
+        *columns,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        header_style="bold",
+        padding=(0, 1),
+    )
 
 
-def render_table(
-    headers: Sequence[str], rows: Sequence[Sequence[Cell]], *, colour: bool = False
-) -> str:
-    """Columns padded to their widest cell, a rule under the header; colours after padding."""
-    plain = [[c if isinstance(c, str) else c[0] for c in row] for row in rows]
-    widths = [len(h) for h in headers]
-    for texts in plain:
-        for i, text in enumerate(texts):
-            widths[i] = max(widths[i], len(text))
-    lines = [
-        "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(),
-        "  ".join("-" * w for w in widths),
-    ]
-    for row in rows:
-        cells = []
-        for cell, width in zip(row, widths, strict=True):
-            text, hue = (cell, "") if isinstance(cell, str) else cell
-            cells.append(paint(text, hue, enabled=colour) + " " * (width - len(text)))
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+def cells(row: Sequence[Cell]) -> list[Text]:
+    return [Text(c) if isinstance(c, str) else Text(c[0], style=c[1]) for c in row]
+
+
+def render(renderable: RenderableType, *, file: TextIO | None = None) -> None:
+    """Print to stdout (or ``file``) without trailing blanks on the lines."""
+    console = make_console(file)
+    with console.capture() as captured:
+        console.print(renderable)
+    lines = captured.get().splitlines()
+    (file or sys.stdout).write("".join(line.rstrip() + "\n" for line in lines))
+
+
+def print_json(document: Any) -> None:
+    """Machine-readable output: JSON only, on stdout, never decorated or wrapped."""
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+
+
+def _diagnostic(kind: str, style: str, message: str, stream: TextIO | None) -> None:
+    console = make_console(stream, stderr=stream is None)
+    line = Text.assemble(("fanout: ", ""), (f"{kind}:", style), " ", one_line(message))
+    console.print(line, soft_wrap=True)
 
 
 def error(message: str, *, stream: TextIO | None = None) -> None:
     """``fanout: error: <message>`` as a single line on stderr."""
-    print(f"fanout: error: {one_line(message)}", file=stream or sys.stderr)
+    _diagnostic("error", "bold red", message, stream)
+
+
+def note(message: str, *, stream: TextIO | None = None) -> None:
+    """``fanout: note: <message>`` on stderr: worth knowing, not a failure."""
+    _diagnostic("note", "yellow", message, stream)
 
 
 class Progress:
-    """A one-line progress bar on stderr, drawn only when stderr is a terminal.
+    """A progress bar on stderr, drawn only when stderr is a terminal; erased when closed.
 
     Off a terminal (pipes, CI logs, tests) it draws nothing, so output stays parseable.
     """
 
     def __init__(
-        self,
-        label: str,
-        *,
-        stream: TextIO | None = None,
-        enabled: bool | None = None,
-        min_interval: float = 0.1,
+        self, label: str, *, stream: TextIO | None = None, enabled: bool | None = None
     ) -> None:
-        self._stream = stream or sys.stderr
-        isatty: Callable[[], bool] | None = getattr(self._stream, "isatty", None)
-        self.enabled = bool(isatty and isatty()) if enabled is None else enabled
-        self._colour = use_color(self._stream)
-        self._label = label
-        self._min_interval = min_interval
-        self._last = 0.0
-        self._drawn = False
+        console = make_console(stream, stderr=stream is None)
+        self.enabled = console.is_terminal if enabled is None else enabled
+        self._bar = RichProgress(
+            TextColumn(label),
+            BarColumn(bar_width=40, complete_style="green"),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            console=console,
+            transient=True,
+            auto_refresh=False,
+            disable=not self.enabled,
+        )
+        self._task: TaskID | None = None
 
-    def update(self, done: int, total: int, note: str = "", *, force: bool = False) -> None:
+    def update(self, done: int, total: int, note: str = "") -> None:
         if not self.enabled:
             return
-        now = time.monotonic()
-        if not force and self._drawn and now - self._last < self._min_interval:
-            return
-        self._last = now
-        columns = shutil.get_terminal_size((80, 20)).columns
-        counts = f" {done}/{total}"
-        tail = f"  {note}" if note else ""
-        width = max(10, min(40, columns - len(self._label) - len(counts) - len(tail) - 4))
-        filled = 0 if total <= 0 else min(width, round(width * done / total))
-        bar = paint("█" * filled, "green", enabled=self._colour) + "░" * (width - filled)
-        line = f"{self._label} {bar}{counts}{tail}"
-        self._stream.write("\r\x1b[2K" + line)
-        self._stream.flush()
-        self._drawn = True
+        if self._task is None:
+            self._bar.start()
+            self._task = self._bar.add_task(note, total=total, completed=done)
+        else:
+            self._bar.update(self._task, completed=done, total=total, description=note)
+        self._bar.refresh()
 
     def close(self) -> None:
         """Erase the bar so the next output starts on a clean line."""
-        if self.enabled and self._drawn:
-            self._stream.write("\r\x1b[2K")
-            self._stream.flush()
-            self._drawn = False
+        if self._task is not None:
+            self._bar.stop()
+            self._task = None
+
+
+class LiveLine:
+    """One line of progress on stderr, redrawn in place on a terminal and erased when closed.
+
+    For work without a known total (``fanout poll``: the queue grows as the worker defers).
+    Off a terminal it draws nothing, like :class:`Progress`; it is redrawn only on
+    :meth:`update`, so what it shows never depends on timing.
+    """
+
+    def __init__(
+        self, label: str, *, stream: TextIO | None = None, enabled: bool | None = None
+    ) -> None:
+        console = make_console(stream, stderr=stream is None)
+        self.enabled = console.is_terminal if enabled is None else enabled
+        self._line = RichProgress(
+            SpinnerColumn(),
+            TextColumn(label),
+            TextColumn("{task.description}", markup=False),
+            console=console,
+            transient=True,
+            auto_refresh=False,
+            disable=not self.enabled,
+        )
+        self._task: TaskID | None = None
+
+    def update(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self._task is None:
+            self._line.start()
+            self._task = self._line.add_task(text, total=None)
+        else:
+            self._line.update(self._task, description=text)
+        self._line.refresh()
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._line.stop()
+            self._task = None

@@ -18,6 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from rich.table import Column, Table
+
+from fanout import console
 from fanout.emulator import (
     DEFAULT_TARGET_ACCOUNTS,
     Organisation,
@@ -25,8 +28,10 @@ from fanout.emulator import (
     seed_organisation,
     start_emulator,
 )
-from fanout.poller import Handler, Poller, PollStats
+from fanout.poll_progress import PollProgress
+from fanout.poller import Poller, PollStats
 from fanout.publish import PublishResult, bodies_from_document, build_bodies, publish
+from handler.api import covered
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -69,7 +74,7 @@ class _Expectations:
 
 @contextmanager
 def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Set variables for the in-process worker and restore the previous ones afterwards."""
+    """Set variables for the worker's process and restore the previous ones afterwards."""
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     try:
@@ -80,12 +85,6 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def _covered(path: str, invalidated: set[str]) -> bool:
-    return path in invalidated or any(
-        w.endswith("*") and path.startswith(w[:-1]) for w in invalidated
-    )
 
 
 def _workload(org: Organisation) -> tuple[list[str], _Expectations]:
@@ -174,7 +173,7 @@ def _inspect(
             report.per_distribution[distribution] = len(items)
             report.paths |= got
             for path in sorted(expected.paths.get((target.account, distribution), set())):
-                if not _covered(path, got):
+                if not covered(path, got):
                     problems.append(
                         f"{target.account}: {distribution} has no invalidation of {path}"
                     )
@@ -209,10 +208,17 @@ def _check_dead_letters(
     return reason
 
 
-def _table(reports: Sequence[AccountReport]) -> str:
-    header = ("account", "invalidations", "paths", "ssm commands", "assume-role", "dead letters")
-    rows = [header] + [
-        (
+def _table(reports: Sequence[AccountReport]) -> Table:
+    table = console.table(
+        Column("account", no_wrap=True),
+        Column("invalidations", justify="right"),
+        Column("paths", overflow="fold"),
+        Column("ssm commands", justify="right"),
+        Column("assume-role", justify="right"),
+        Column("dead letters", justify="right"),
+    )
+    for r in reports:
+        table.add_row(
             r.account,
             str(r.invalidations),
             ", ".join(sorted(r.paths)) or "-",
@@ -220,15 +226,10 @@ def _table(reports: Sequence[AccountReport]) -> str:
             str(r.assume_roles),
             str(r.dead_letters),
         )
-        for r in reports
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(line.rstrip() for line in lines)
+    return table
 
 
-def _run(org: Organisation, handler: Handler, time_limit_s: float) -> int:
+def _run(org: Organisation, time_limit_s: float) -> int:
     sqs: SQSClient = org.ops_session().client("sqs", endpoint_url=org.endpoint_url)
     bodies, expected = _workload(org)
     result: PublishResult = publish(
@@ -239,24 +240,29 @@ def _run(org: Organisation, handler: Handler, time_limit_s: float) -> int:
         f"published {len(result.message_ids)} messages ({len(result.request_ids)} requests, "
         f"{result.jobs} jobs) and 1 poison message"
     )
+    # The worker logs dead-lettering at ERROR: say beforehand that this one is on purpose.
+    console.note("the worker will log one ERROR line, for the poison message: expected")
     before = {a: len(assumed_role_sessions(a)) for a in org.account_ids}
-    stats: PollStats = Poller(org.queue_url, handler=handler, sqs=sqs).run(
-        until_empty=True, time_limit_s=time_limit_s
-    )
+    # The real handler in a child process, as Lambda runs it (it inherits the environment).
+    # On a terminal, a live line on stderr while it runs (erased before the report).
+    with Poller(org.queue_url, sqs=sqs) as poller, PollProgress(poller) as progress:
+        stats: PollStats = poller.run(
+            until_empty=True, time_limit_s=time_limit_s, progress=progress
+        )
     reports = {
         a: AccountReport(a, assume_roles=len(assumed_role_sessions(a)) - before[a])
         for a in org.account_ids
     }
     print(f"poller: {stats.summary()}")
     problems: list[str] = []
-    if stats.timed_out or stats.handler_errors:
+    if stats.timed_out or stats.handler_errors or stats.function_timeouts:
         problems.append("the poller did not empty the queue cleanly")
     _inspect(org, expected, reports, problems)
     reason = _check_dead_letters(_drain(sqs, org.dlq_url), reports, problems)
 
     first = org.targets[0]
     print()
-    print(_table(list(reports.values())))
+    console.render(_table(list(reports.values())))
     print()
     if reason:
         print(f"dead letter: the poison message, reason: {reason}")
@@ -293,13 +299,12 @@ def run_demo(
             f"emulator at {org.endpoint_url}: ops account {org.ops_account}, "
             f"target accounts {', '.join(org.account_ids)}"
         )
-        with _environment(org.handler_environment(log_level=log_level)):
-            from handler import app  # noqa: PLC0415 - the worker reads the environment set above
-
-            app.reset()
-            try:
-                code = _run(org, app.lambda_handler, time_limit_s)
-            finally:
-                app.reset()
+        environment = {
+            **org.handler_environment(log_level=log_level),
+            # The worker runs with POWERTOOLS_METRICS_DISABLED here: its empty flush is not news.
+            "PYTHONWARNINGS": "ignore:No application metrics to publish",
+        }
+        with _environment(environment):
+            code = _run(org, time_limit_s)
     print(f"demo finished in {time.monotonic() - started:.1f} s")
     return code

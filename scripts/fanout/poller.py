@@ -5,6 +5,11 @@ hand it to the handler as a Lambda-shaped event with a Lambda-like context, dele
 the handler did not report as failures, and leave the rest on the queue so the visibility
 timeout and the queue's redrive policy decide what happens next. A handler that raises, or
 returns a malformed response, fails the whole batch: nothing is deleted.
+
+By default each invocation runs in a warm child process that is killed at the function's
+timeout, as Lambda stops an invocation hard (``fanout.invoker``): nothing is deleted, and the
+next invocation is a cold start. A ``handler=`` callable (or ``in_process=True``) runs in this
+process instead, where an overrun can only have its answer disregarded.
 """
 
 from __future__ import annotations
@@ -12,20 +17,21 @@ from __future__ import annotations
 import base64
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 import boto3
+
+from fanout.context import LocalLambdaContext
+from fanout.invoker import Handler, InProcessInvoker, Invoker, Outcome, ProcessInvoker
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import MessageAttributeValueOutputTypeDef, MessageTypeDef
 
 __all__ = ["Handler", "LocalLambdaContext", "PollStats", "Poller", "build_event"]
-
-Handler = Callable[[dict[str, Any], Any], Any]
 
 MAX_BATCH: Final = 10  # SQS ReceiveMessage and DeleteMessageBatch maximum
 # System attributes Lambda copies into each record when SQS returns them.
@@ -50,38 +56,6 @@ log = logging.getLogger("fanout_local.poller")
 
 
 @dataclass
-class LocalLambdaContext:
-    """What Lambda passes as ``context``, with a deadline measured from creation."""
-
-    function_name: str
-    function_version: str
-    invoked_function_arn: str
-    memory_limit_in_mb: int
-    aws_request_id: str
-    log_group_name: str
-    log_stream_name: str
-    deadline: float  # time.monotonic() at which the invocation would time out
-
-    @classmethod
-    def create(
-        cls, *, function_name: str, region: str, account: str, timeout_s: float, memory_mb: int
-    ) -> LocalLambdaContext:
-        return cls(
-            function_name=function_name,
-            function_version="$LATEST",
-            invoked_function_arn=f"arn:aws:lambda:{region}:{account}:function:{function_name}",
-            memory_limit_in_mb=memory_mb,
-            aws_request_id=str(uuid.uuid4()),
-            log_group_name=f"/aws/lambda/{function_name}",
-            log_stream_name=time.strftime("%Y/%m/%d/[$LATEST]") + uuid.uuid4().hex,
-            deadline=time.monotonic() + timeout_s,
-        )
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline - time.monotonic()) * 1000))
-
-
-@dataclass
 class PollStats:
     """What a polling run did, for the CLI summary and the tests."""
 
@@ -90,10 +64,10 @@ class PollStats:
     deleted: int = 0
     failures_reported: int = 0
     delete_failures: int = 0
-    handler_errors: int = (
-        0  # batches failed whole: the handler raised, timed out or answered nonsense
-    )
-    timed_out: bool = False
+    handler_errors: int = 0  # batches failed whole: a function error or a malformed answer
+    timed_out: bool = False  # the run's time limit, not the function's: see function_timeouts
+    function_timeouts: int = 0  # invocations that ran out of time (stopped hard, when isolated)
+    cold_starts: int = 0  # invocations that began with an Init phase (a new environment)
 
     def summary(self) -> str:
         text = (
@@ -104,6 +78,10 @@ class PollStats:
             text += f", {self.delete_failures} deletes failed"
         if self.handler_errors:
             text += f", {self.handler_errors} batches failed whole"
+        if self.function_timeouts:
+            text += f", {self.function_timeouts} invocations timed out"
+        if self.cold_starts:
+            text += f", {self.cold_starts} cold start{'s' if self.cold_starts > 1 else ''}"
         if self.timed_out:
             text += ", stopped by the time limit before the queue was empty"
         return text
@@ -175,14 +153,14 @@ def _failed_ids(response: Any, message_ids: set[str]) -> set[str] | None:
     return failed
 
 
-def _default_handler() -> Handler:
-    from handler.app import lambda_handler  # noqa: PLC0415 - imported only when polling for real
-
-    return lambda_handler
-
-
 class Poller:
-    """Receives batches from one queue and feeds them to a Lambda handler, like Lambda does."""
+    """Receives batches from one queue and feeds them to a Lambda handler, like Lambda does.
+
+    How the handler runs: ``invoker=`` if given; else ``handler=`` (a callable) or
+    ``in_process=True`` (the real handler) in this process; else the real handler in a warm,
+    killable child process (:class:`~fanout.invoker.ProcessInvoker`). A poller that owns a child
+    process should be closed (``close()`` or ``with``).
+    """
 
     def __init__(
         self,
@@ -196,11 +174,18 @@ class Poller:
         function_timeout_s: float = 60.0,
         function_name: str = "fanout-worker",
         memory_mb: int = 512,
+        invoker: Invoker | None = None,
+        in_process: bool = False,
     ) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise ValueError(f"batch_size must be 1-{MAX_BATCH}, got {batch_size}")
+        if invoker is not None and (handler is not None or in_process):
+            raise ValueError("give invoker= or handler=/in_process=, not both")
         self.queue_url = queue_url
-        self._handler = handler
+        if invoker is None:
+            in_process = in_process or handler is not None
+            invoker = InProcessInvoker(handler) if in_process else ProcessInvoker()
+        self.invoker = invoker
         self._sqs: SQSClient = sqs or boto3.client("sqs", region_name=region)
         self._batch_size = batch_size
         self._wait_seconds = wait_seconds
@@ -219,11 +204,20 @@ class Poller:
             self._queue_arn = attributes["Attributes"]["QueueArn"]
         return self._queue_arn
 
-    @property
-    def handler(self) -> Handler:
-        if self._handler is None:
-            self._handler = _default_handler()
-        return self._handler
+    def close(self) -> None:
+        """Stop the invoker's warm environment, if it has one."""
+        self.invoker.close()
+
+    def __enter__(self) -> Poller:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def depth(self) -> int:
         """Messages still in the queue: visible, in flight and delayed."""
@@ -258,22 +252,25 @@ class Poller:
         )
         self.stats.batches += 1
         self.stats.records += len(messages)
-        ids = {m["MessageId"] for m in messages}
-        try:
-            response = self.handler(event, context)
-        except Exception:
+        invocation = self.invoker.invoke(event, context)
+        self.stats.cold_starts += invocation.cold_start
+        if invocation.outcome is Outcome.ERROR:
             # Lambda treats a function error as the whole batch failing: nothing is deleted.
-            log.exception("handler raised; the %d records stay on the queue", len(messages))
+            log.error("%s; the %d records stay on the queue", invocation.error, len(messages))
             self.stats.handler_errors += 1
             return
-        if context.get_remaining_time_in_millis() == 0:
-            # Lambda would have stopped the invocation: its response never reaches the queue.
+        if invocation.outcome is Outcome.TIMEOUT:
+            # Lambda stopped the invocation: whatever it did, its answer never reaches the queue.
             log.error(
-                "handler ran past its %.0f s timeout; nothing deleted", self._function_timeout_s
+                "invocation timed out after %.1f s; nothing deleted", self._function_timeout_s
             )
-            self.stats.handler_errors += 1
+            self.stats.function_timeouts += 1
             return
-        failed = _failed_ids(response, ids)
+        self._settle(messages, invocation.response)
+
+    def _settle(self, messages: list[MessageTypeDef], response: Any) -> None:
+        """Delete what the handler's answer does not report as failed."""
+        failed = _failed_ids(response, {m["MessageId"] for m in messages})
         if failed is None:
             log.error("malformed batchItemFailures %r; the whole batch stays", response)
             self.stats.handler_errors += 1
@@ -303,12 +300,14 @@ class Poller:
         time_limit_s: float | None = None,
         max_batches: int | None = None,
         empty_checks: int = 2,
+        progress: Callable[[PollStats], None] | None = None,
     ) -> PollStats:
         """Poll until stopped, or until the queue is empty (seen ``empty_checks`` times in a row).
 
         Messages in flight or delayed count as not empty: a failure reported to the queue comes
         back after its visibility timeout, so polling continues until it succeeds or the redrive
-        policy moves it to the dead-letter queue.
+        policy moves it to the dead-letter queue. ``progress`` is called with the running
+        totals after every batch.
         """
         deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
         empty_seen = 0
@@ -318,6 +317,8 @@ class Poller:
                 break
             if self.poll_once():
                 empty_seen = 0
+                if progress is not None:
+                    progress(self.stats)
                 continue
             if until_empty:
                 empty_seen = empty_seen + 1 if self.depth() == 0 else 0

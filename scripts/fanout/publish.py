@@ -1,6 +1,6 @@
 """Task messages from the command line: built, validated by the worker's parser, then sent.
 
-Every body goes through :func:`handler.envelope.parse_message` before anything is sent, so an
+Every body goes through the worker's own ``parse_message`` before anything is sent, so an
 invalid task never reaches the queue and the operator sees the same single-line reason the worker
 would have dead-lettered it with. Many targets are split into several messages that share one
 request id, keeping each message small and each Lambda invocation short.
@@ -8,17 +8,28 @@ request id, keeping each message small and each Lambda invocation short.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import random
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from handler.envelope import Envelope, parse_message
-from handler.exceptions import PermanentError
-from tasks.registry import get_task
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from handler.api import (
+    BODY_BUDGET_BYTES,
+    PUBLISH_TARGETS_PER_MESSAGE,
+    SQS_BATCH,
+    Envelope,
+    OperatorSettings,
+    PermanentError,
+    get_task,
+    is_legacy,
+    parse_message,
+    split_bodies,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -34,16 +45,19 @@ __all__ = [
     "build_params",
     "new_request_id",
     "publish",
+    "refused_accounts",
     "request_ids_of",
     "send_bodies",
     "validate_bodies",
 ]
 
-MAX_TARGETS_PER_MESSAGE: Final = 50
-SQS_BATCH: Final = 10
-# SQS accepts up to 256 KiB per message by default; stay below it rather than fail at send.
-MAX_BODY_BYTES: Final = 256 * 1024
+MAX_TARGETS_PER_MESSAGE: Final = PUBLISH_TARGETS_PER_MESSAGE
+MAX_BODY_BYTES: Final = BODY_BUDGET_BYTES
 SEND_ATTEMPTS: Final = 4
+# Jittered exponential backoff between attempts of the entries SQS failed through no fault of
+# ours: up to 0.1 s, 0.2 s, 0.4 s, ... never more than 2 s.
+SEND_BACKOFF_S: Final = 0.1
+SEND_BACKOFF_MAX_S: Final = 2.0
 
 
 class PublishError(Exception):
@@ -102,13 +116,25 @@ def _coerce(raw: str, schema: Mapping[str, Any]) -> Any:
     return value
 
 
+def _items(raw: str, items_schema: Mapping[str, Any]) -> list[Any]:
+    """One value of an array parameter: a JSON list as it is, a JSON string as one item (it may
+    hold commas), anything else split on commas (``/a,/b`` -> two items)."""
+    value = _json_or_text(raw)
+    if isinstance(value, list):
+        return value
+    if isinstance(value, str) and raw.lstrip().startswith('"'):
+        return [value]
+    return [_coerce(part.strip(), items_schema) for part in raw.split(",") if part.strip()]
+
+
 def build_params(
     assignments: Sequence[str], schema: Mapping[str, Any], *, option: str = "--param"
 ) -> dict[str, Any]:
     """``k=v`` assignments -> params, guided by the task's JSON Schema.
 
-    A value is JSON when it parses, else text; a repeated key accumulates a list; a single value
-    for an array field becomes a one-item list (``--param paths=/index.html``).
+    A value is JSON when it parses, else text; a repeated key accumulates a list. For an array
+    field a value is a list: a JSON list (``'paths=["/a,b"]'`` keeps a comma in an item), or
+    comma-separated items (``paths=/index.html,/img/*``), as lists are everywhere in the CLI.
     """
     grouped: dict[str, list[str]] = {}
     for text in assignments:
@@ -119,13 +145,7 @@ def build_params(
     for key, raws in grouped.items():
         prop: Mapping[str, Any] = properties.get(key, {})
         if prop.get("type") == "array":
-            items: list[Any] = []
-            for raw in raws:
-                value = _json_or_text(raw)
-                items.extend(
-                    value if isinstance(value, list) else [_coerce(raw, prop.get("items", {}))]
-                )
-            params[key] = items
+            params[key] = [item for raw in raws for item in _items(raw, prop.get("items", {}))]
         else:
             values = [_coerce(raw, prop) for raw in raws]
             params[key] = values[0] if len(values) == 1 else values
@@ -139,10 +159,6 @@ def _split_list(text: str | None) -> list[str]:
     return list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
 
 
-def _chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]
-
-
 def build_bodies(
     task: str,
     *,
@@ -152,9 +168,14 @@ def build_bodies(
     target_params: Sequence[str] = (),
     request_id: str | None = None,
     dry_run: bool = False,
+    canary: bool = False,
+    max_errors: int | str | None = None,
     max_targets: int = MAX_TARGETS_PER_MESSAGE,
 ) -> list[str]:
-    """v1 bodies for ``task`` on every account x region, ``max_targets`` per message."""
+    """v1 bodies for ``task`` on every account x region, ``max_targets`` per message.
+
+    ``dry_run``, ``canary`` and ``max_errors`` become the envelope's ``options``.
+    """
     try:
         schema = get_task(task).params_schema
     except PermanentError as exc:
@@ -193,9 +214,35 @@ def build_bodies(
         "targets": targets,
         "params": build_params(params, schema),
     }
-    if dry_run:
-        document["options"] = {"dry_run": True}
+    options = _options(dry_run=dry_run, canary=canary, max_errors=max_errors)
+    if options:
+        document["options"] = options
     return _split_document(document, max_targets)
+
+
+def _options(*, dry_run: bool, canary: bool, max_errors: int | str | None) -> dict[str, Any]:
+    """The envelope ``options`` the flags ask for (only those set)."""
+    options: dict[str, Any] = {}
+    if dry_run:
+        options["dry_run"] = True
+    if canary:
+        options["canary"] = True
+    if max_errors is not None:
+        options["max_errors"] = max_errors
+    return options
+
+
+def _sqs_event_hint(document: Mapping[str, Any], source: str) -> str | None:
+    """A Lambda SQS event (``{"Records": [...]}``, as in events/) is not a message body."""
+    records = document.get("Records")
+    if not isinstance(records, list) or set(document) != {"Records"}:
+        return None
+    count = sum(isinstance(r, Mapping) and isinstance(r.get("body"), str) for r in records)
+    return (
+        f"{source} is an SQS event for sam local invoke, not a message body; its records' "
+        f"bodies are the messages ({count} of them): publish one with "
+        f"jq -r '.Records[0].body' {source} | fanout publish --file -"
+    )
 
 
 def bodies_from_document(
@@ -203,39 +250,80 @@ def bodies_from_document(
     *,
     request_id: str | None = None,
     dry_run: bool = False,
+    canary: bool = False,
+    max_errors: int | str | None = None,
     max_targets: int = MAX_TARGETS_PER_MESSAGE,
     default_region: str = "us-east-1",
+    source: str = "the body",
 ) -> list[str]:
     """A prepared body (v1 or legacy), checked as the worker would, then split if large.
 
     A v1 body gets ``request_id`` (or a new one when it has none) so the request can be
-    followed; a legacy body is sent as it is (its request id is the SQS message id).
+    followed, and the options the flags set; a legacy body is sent as it is (its request id is
+    the SQS message id). ``source`` names the body in errors (the file's name).
     """
     try:
         parse_message(text, message_id="publish-check", default_region=default_region)
     except PermanentError as exc:
-        raise PublishError(exc.reason) from None
+        hint = _sqs_event_hint(_json_object(text), source)
+        raise PublishError(hint or exc.reason) from None
     document = json.loads(text)
+    options = _options(dry_run=dry_run, canary=canary, max_errors=max_errors)
     if "entries" in document and "version" not in document:
-        if request_id or dry_run:
-            raise PublishError("--request-id and --dry-run need a v1 body, not a legacy one")
+        if request_id or options:
+            raise PublishError(
+                "--request-id, --dry-run, --canary and --max-errors need a v1 body, "
+                "not a legacy one"
+            )
         return _split_document(document, max_targets)
     if request_id:
         document["request_id"] = request_id
     document.setdefault("request_id", new_request_id())
-    if dry_run:
-        document.setdefault("options", {})["dry_run"] = True
+    if options:
+        document["options"] = {**document.get("options", {}), **options}
     return _split_document(document, max_targets)
 
 
+def _json_object(text: str) -> Mapping[str, Any]:
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
 def _split_document(document: Mapping[str, Any], max_targets: int) -> list[str]:
+    """The document in messages of at most ``max_targets`` targets. A v1 request split this way
+    says so in every part (``request``: its total target count, and which part this is), so the
+    worker knows the whole expected set from whichever part it sees first."""
     if max_targets < 1:
         raise PublishError(f"--max-targets must be at least 1, got {max_targets}")
-    key = "entries" if "entries" in document and "version" not in document else "targets"
-    return [
-        json.dumps({**document, key: chunk}, separators=(",", ":"))
-        for chunk in _chunks(document[key], max_targets)
-    ]
+    if is_legacy(document):
+        # A legacy message is a request of its own (its request id is its message id).
+        head = {k: v for k, v in document.items() if k != "entries"}
+        return [
+            c.body
+            for c in split_bodies(head, document["entries"], key="entries", max_targets=max_targets)
+        ]
+    targets = document["targets"]
+    head = {k: v for k, v in document.items() if k != "targets"}
+    options = dict(head.get("options", {}))
+    if options.get("canary") is True and len(targets) > max_targets:
+        # Every part must agree on which target is the canary: name it.
+        first = targets[0]
+        options["canary"] = {k: first[k] for k in ("account", "region") if k in first}
+        head["options"] = options
+    chunks = split_bodies(
+        {**head, "request": {"targets": len(targets)}}, targets, max_targets=max_targets
+    )
+    if len(chunks) == 1 and "request" not in document:
+        return [json.dumps(dict(document), separators=(",", ":"))]
+    bodies = []
+    for n, chunk in enumerate(chunks, start=1):
+        block = {"targets": len(targets), "part": n, "parts": len(chunks)}
+        part = {**head, "request": block, "targets": targets[chunk.start : chunk.stop]}
+        bodies.append(json.dumps(part, separators=(",", ":")))
+    return bodies
 
 
 def validate_bodies(bodies: Sequence[str], *, default_region: str) -> list[Envelope]:
@@ -258,6 +346,10 @@ def validate_bodies(bodies: Sequence[str], *, default_region: str) -> list[Envel
     return envelopes
 
 
+class _RetryableEntriesError(Exception):
+    """SQS failed some entries of a batch through no fault of the sender: send them again."""
+
+
 def send_bodies(
     sqs: SQSClient,
     queue_url: str,
@@ -270,31 +362,35 @@ def send_bodies(
     """SendMessageBatch in tens, in order; returns the message ids in body order.
 
     Entries SQS lists as ``Failed`` through no fault of the sender are retried with jittered
-    backoff; if any message is still unsent, :class:`SendError` stops before the next ten.
-    ``progress(sent, total)`` is called after each batch.
+    backoff (tenacity); if any message is still unsent, :class:`SendError` stops before the
+    next ten. ``progress(sent, total)`` is called after each batch.
     """
     message_ids: dict[int, str] = {}
     for start in range(0, len(bodies), SQS_BATCH):
         batch = range(start, min(start + SQS_BATCH, len(bodies)))
-        pending = list(batch)
         errors: dict[int, str] = {}
-        for attempt in range(attempts):
-            if attempt:
-                sleep(min(2.0, 0.1 * 2**attempt) * random.uniform(0.5, 1.0))
-            entries: list[SendMessageBatchRequestEntryTypeDef] = [
-                {"Id": str(n), "MessageBody": bodies[n]} for n in pending
-            ]
-            response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
-            for ok in response.get("Successful", []):
-                message_ids[int(ok["Id"])] = ok["MessageId"]
-            pending = []
-            for failed in response.get("Failed", []):
-                n = int(failed["Id"])
-                errors[n] = f"{failed['Code']}: {failed.get('Message', '')}"
-                if not failed["SenderFault"]:
-                    pending.append(n)
-            if not pending:
-                break
+        pending = list(batch)
+        retrying = Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_random_exponential(multiplier=SEND_BACKOFF_S, max=SEND_BACKOFF_MAX_S),
+            retry=retry_if_exception_type(_RetryableEntriesError),
+            sleep=sleep,
+            reraise=True,
+        )
+        # Still failing after the last attempt: reported below as unsent.
+        with contextlib.suppress(_RetryableEntriesError):
+            for attempt in retrying:
+                with attempt:
+                    pending = _send_batch(
+                        sqs,
+                        queue_url=queue_url,
+                        bodies=bodies,
+                        pending=pending,
+                        message_ids=message_ids,
+                        errors=errors,
+                    )
+                    if pending:
+                        raise _RetryableEntriesError(f"{len(pending)} entries to send again")
         unsent = [n for n in batch if n not in message_ids]
         if unsent:
             raise SendError(
@@ -304,6 +400,38 @@ def send_bodies(
         if progress is not None:
             progress(len(message_ids), len(bodies))
     return [message_ids[n] for n in range(len(bodies))]
+
+
+def _send_batch(
+    sqs: SQSClient,
+    *,
+    queue_url: str,
+    bodies: Sequence[str],
+    pending: Iterable[int],
+    message_ids: dict[int, str],
+    errors: dict[int, str],
+) -> list[int]:
+    """One SendMessageBatch of the ``pending`` bodies; records ids and errors; returns the
+    entries that failed through no fault of ours (worth sending again)."""
+    entries: list[SendMessageBatchRequestEntryTypeDef] = [
+        {"Id": str(n), "MessageBody": bodies[n]} for n in pending
+    ]
+    response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+    for ok in response.get("Successful", []):
+        message_ids[int(ok["Id"])] = ok["MessageId"]
+    retry: list[int] = []
+    for failed in response.get("Failed", []):
+        n = int(failed["Id"])
+        errors[n] = f"{failed['Code']}: {failed.get('Message', '')}"
+        if not failed["SenderFault"]:
+            retry.append(n)
+    return retry
+
+
+def refused_accounts(envelopes: Sequence[Envelope], settings: OperatorSettings) -> list[str]:
+    """The accounts of ``envelopes`` that the worker configured by ``settings`` would refuse."""
+    accounts = {job.account for envelope in envelopes for job in envelope.jobs}
+    return sorted(a for a in accounts if settings.refuses(a))
 
 
 def request_ids_of(envelopes: Sequence[Envelope], message_ids: Sequence[str]) -> tuple[str, ...]:

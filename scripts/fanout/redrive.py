@@ -4,8 +4,8 @@ Two ways:
 
 - **Move task** (no filter, no ``--max``): SQS's own ``StartMessageMoveTask`` moves every
   message of the DLQ server-side. It moves messages as they are, attributes included.
-- **Copy loop** (filters, ``--max``, ``--dry-run``, ``--loop``, or when the move task is not
-  available, as in the local emulator): receive from the DLQ, send the body unchanged to the
+- **Copy loop** (filters, ``--max``, ``--dry-run``, ``--loop``, or when the endpoint has no
+  move task, as some emulators lack it): receive from the DLQ, send the body unchanged to the
   work queue *without* the ``fanout.*`` attributes (the error description and the
   ``fanout.attempt`` counter: a redriven message starts its attempts anew), delete from the DLQ
   only after the send succeeded. Messages that do not match are kept hidden while the scan
@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from botocore.exceptions import ClientError
 
-from handler.deadletter import ATTRIBUTE_PREFIX, REDRIVEN_ATTRIBUTE
+from handler.api import DEAD_LETTER_ATTRIBUTE_PREFIX as ATTRIBUTE_PREFIX
+from handler.api import REDRIVEN_ATTRIBUTE, SQS_BATCH, SQS_MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -37,15 +38,17 @@ __all__ = [
     "DeadLetter",
     "Filters",
     "MoveTaskUnavailableError",
+    "NotItsDeadLetterQueueError",
     "RedriveResult",
+    "check_dead_letter_queue",
     "redrive",
     "redrive_loop",
     "start_move_task",
 ]
 
-SQS_BATCH: Final = 10
 # SendMessageBatch refuses batches whose payloads add up to more than this.
-MAX_BATCH_BYTES: Final = 256 * 1024
+# A SendMessageBatch carries at most what one message may (its entries summed).
+MAX_BATCH_BYTES: Final = SQS_MAX_MESSAGE_BYTES
 # How long a scanned message stays hidden: long enough for a scan of a large DLQ.
 SCAN_VISIBILITY_SECONDS: Final = 600
 # Answers meaning "this endpoint has no message-move task" (rather than "you may not").
@@ -65,7 +68,15 @@ Progress = Callable[[int, int], None]
 
 
 class MoveTaskUnavailableError(Exception):
-    """The endpoint cannot run a message-move task (e.g. the local emulator)."""
+    """The endpoint cannot run a message-move task (e.g. an emulator without one)."""
+
+
+class NotItsDeadLetterQueueError(Exception):
+    """``--from`` is not the dead-letter queue of ``--to``; ``reason`` says what it is."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +256,48 @@ def queue_attributes(sqs: SQSClient, url: str) -> dict[str, str]:
         ],
     )["Attributes"]
     return {str(name): value for name, value in attributes.items()}
+
+
+def _arn_and_dead_letter_target(sqs: SQSClient, url: str) -> tuple[str, str | None]:
+    """A queue's ARN and the ARN its redrive policy sends dead letters to (None: no policy)."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["QueueArn", "RedrivePolicy"]
+    )["Attributes"]
+    try:
+        policy = json.loads(attributes.get("RedrivePolicy") or "{}")
+    except ValueError:
+        policy = {}
+    target = policy.get("deadLetterTargetArn") if isinstance(policy, dict) else None
+    return attributes["QueueArn"], str(target) if target else None
+
+
+def check_dead_letter_queue(sqs: SQSClient, source_url: str, destination_url: str) -> None:
+    """Refuse a redrive whose source is not the dead-letter queue of its destination.
+
+    The destination's redrive policy names its DLQ (``deadLetterTargetArn``): that must be the
+    source. Anything else would move messages between unrelated queues, or, with the two
+    swapped, live work into the DLQ (where nothing consumes it). Raises
+    :class:`NotItsDeadLetterQueueError`; AWS errors (no permission to read the attributes)
+    propagate.
+    """
+    source_arn, source_dlq = _arn_and_dead_letter_target(sqs, source_url)
+    destination_arn, destination_dlq = _arn_and_dead_letter_target(sqs, destination_url)
+    if destination_dlq == source_arn:
+        return
+    if source_dlq == destination_arn:
+        raise NotItsDeadLetterQueueError(
+            f"--from and --to are the wrong way round: {destination_url} is the dead-letter "
+            f"queue of {source_url}; this would move live work into the dead-letter queue"
+        )
+    if destination_dlq is None:
+        raise NotItsDeadLetterQueueError(
+            f"--from {source_url} is not a dead-letter queue of --to {destination_url}: "
+            "--to has no redrive policy"
+        )
+    raise NotItsDeadLetterQueueError(
+        f"--from {source_url} is not the dead-letter queue of --to {destination_url} "
+        f"(its redrive policy names {destination_dlq})"
+    )
 
 
 def start_move_task(sqs: SQSClient, source_arn: str, destination_arn: str) -> str:

@@ -1,13 +1,12 @@
-"""``fanout status``: the per-target state of a request, from the worker's ledger.
+"""``fanout status``: where a request stands, from the worker's ledger.
 
-The ledger (``handler.ledger.DynamoDBLedger``) holds one record per job that the worker claimed:
-state, attempts, the result id (invalidation id, command id, ...) and the last error. With
-``refresh`` the target accounts are asked for the final state of submitted work (an invalidation
-may still be in progress after CreateInvalidation succeeded; a command may fail on its
-instances), through the target role assumed with the operator's own credentials.
-
-Targets refused before they ran (invalid input, account not allowed) and dry runs leave no
-ledger record: the dead-letter queue holds the former (``fanout redrive --dry-run``).
+The request record says how many targets the whole request has and how many ended in each
+state; the job records say, per target, its state, attempts, result id and last error. A request
+is finished only when every expected target ended - not when the targets seen so far did
+(pending = expected - ended). With ``refresh``, each plugin's ``remote_status`` hook asks the
+target account where the submitted work stands (an invalidation may still be in progress after
+CreateInvalidation succeeded; a command may fail on its instances), through a role assumed with
+the operator's own credentials.
 """
 
 from __future__ import annotations
@@ -21,26 +20,35 @@ from typing import TYPE_CHECKING, Any, Final
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from handler.credentials import partition_of, role_arn, session_name
-from handler.ledger import DynamoDBLedger, JobRecord, Ledger, LedgerState
+from handler.api import (
+    JobRecord,
+    JobState,
+    Progress,
+    RemoteStatus,
+    RequestRecord,
+    StatusSource,
+    TaskResult,
+    get_task,
+    partition_of,
+    role_arn,
+    session_name,
+    status_source,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sts import STSClient
 
 __all__ = [
-    "REFRESHERS",
     "Outcome",
+    "Refresh",
     "RemoteStatus",
     "StatusReport",
     "TargetSessions",
     "TargetStatus",
+    "ledger_for",
     "read_status",
 ]
-
-DEFAULT_ROLE_NAME: Final = "OpsFanoutTargetRole"
-# CloudFront's control plane lives in us-east-1 whatever the target's region.
-_CLOUDFRONT_REGION: Final = "us-east-1"
 
 
 class Outcome(StrEnum):
@@ -49,25 +57,18 @@ class Outcome(StrEnum):
     PENDING = "pending"
 
 
-_LEDGER_OUTCOME: Final[Mapping[LedgerState, Outcome]] = {
-    LedgerState.SUCCEEDED: Outcome.SUCCEEDED,
-    LedgerState.FAILED: Outcome.FAILED,
-    LedgerState.IN_PROGRESS: Outcome.PENDING,
-    LedgerState.RETRY: Outcome.PENDING,
-    LedgerState.UNCERTAIN: Outcome.PENDING,
+_LEDGER_OUTCOME: Final[Mapping[JobState, Outcome]] = {
+    JobState.SUCCEEDED: Outcome.SUCCEEDED,
+    JobState.DRY_RUN: Outcome.SUCCEEDED,
+    JobState.FAILED: Outcome.FAILED,
+    JobState.NOT_RUN: Outcome.FAILED,
+    JobState.CANCELLED: Outcome.FAILED,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteStatus:
-    """What the target account says about a job's result; ``outcome`` None when unknown."""
-
-    text: str
-    outcome: Outcome | None = None
-
-    @property
-    def final(self) -> bool:
-        return self.outcome in (Outcome.SUCCEEDED, Outcome.FAILED)
+_PROGRESS: Final = {
+    Progress.SUCCEEDED: Outcome.SUCCEEDED,
+    Progress.FAILED: Outcome.FAILED,
+    Progress.PENDING: Outcome.PENDING,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,14 +78,15 @@ class TargetStatus:
 
     @property
     def ledger_outcome(self) -> Outcome:
-        return _LEDGER_OUTCOME[self.record.state]
+        return _LEDGER_OUTCOME.get(self.record.state, Outcome.PENDING)
 
     @property
     def outcome(self) -> Outcome:
         """The ledger's verdict, refined by the target account's when it was asked."""
         ledger = self.ledger_outcome
-        if ledger is Outcome.SUCCEEDED and self.remote is not None and self.remote.outcome:
-            return self.remote.outcome
+        remote = self.remote.progress if self.remote else None
+        if ledger is Outcome.SUCCEEDED and remote is not None:
+            return _PROGRESS[remote]
         return ledger
 
     @property
@@ -113,32 +115,68 @@ class TargetStatus:
 class StatusReport:
     request_id: str
     targets: tuple[TargetStatus, ...]
+    request: RequestRecord | None = None
+
+    @property
+    def expected(self) -> int:
+        """How many targets the whole request has (the record knows, even before they run)."""
+        return max(self.request.expected if self.request else 0, len(self.targets))
 
     def count(self, outcome: Outcome) -> int:
-        return sum(t.outcome is outcome for t in self.targets)
+        counted = sum(t.outcome is outcome for t in self.targets)
+        if outcome is Outcome.PENDING:
+            # Targets the worker has not reached yet have no record: still pending.
+            return counted + self.expected - len(self.targets)
+        return counted
 
     def of(self, outcome: Outcome) -> list[TargetStatus]:
         return [t for t in self.targets if t.outcome is outcome]
 
     @property
+    def known(self) -> bool:
+        return bool(self.targets) or self.request is not None
+
+    @property
     def finished(self) -> bool:
-        """Every target succeeded or failed (and at least one exists)."""
-        return bool(self.targets) and not self.count(Outcome.PENDING)
+        """Every expected target ended (and, when refreshed, its work is final)."""
+        return self.known and self.count(Outcome.PENDING) == 0
+
+    @property
+    def succeeded(self) -> bool:
+        return self.finished and self.count(Outcome.SUCCEEDED) == self.expected
+
+    @property
+    def state(self) -> str:
+        if self.request is not None:
+            return self.request.outcome
+        if not self.targets:
+            return "unknown"
+        return "running"
 
     def as_dict(self) -> dict[str, Any]:
+        record = self.request
+        summary = {o.value: self.count(o) for o in Outcome} | {"total": self.expected}
         return {
             "request_id": self.request_id,
-            "summary": {o.value: self.count(o) for o in Outcome} | {"total": len(self.targets)},
+            "state": self.state,
+            "summary": summary,
+            "counts": record.counts() if record else None,
+            "task": record.task if record else None,
+            "publisher": record.publisher if record else None,
+            "created_at": record.created_at if record else None,
+            "finished_at": record.finished_at if record else None,
+            "notes": list(record.notes) if record else [],
+            "results": record.results_uri if record else None,
             "targets": [t.as_dict() for t in self.targets],
         }
 
 
 class TargetSessions:
-    """Clients in target accounts through the target role, one AssumeRole per account.
+    """The plugin's TaskContext for ``remote_status``: clients in a target account through a
+    role the operator's credentials may assume, one AssumeRole per account.
 
     The role ARN is built exactly as the worker builds it (name, path, partition of the
-    region); ``EXTERNAL_ID`` is sent when set. The operator's credentials must be allowed to
-    assume the role (sts:AssumeRole, and the role's trust policy must name them).
+    region); ``EXTERNAL_ID`` is sent when set.
     """
 
     def __init__(
@@ -161,23 +199,15 @@ class TargetSessions:
         self._clients: dict[tuple[str, str, str], Any] = {}
         self._lock = threading.Lock()
 
-    def _sts_client(self) -> STSClient:
-        if self._sts is None:
-            self._sts = boto3.client("sts", region_name=self._region)
-        return self._sts
-
     def _session(self, account: str, region: str) -> boto3.Session:
         session = self._sessions.get(account)
         if session is None:
-            request: dict[str, Any] = {
-                "RoleArn": role_arn(
-                    partition_of(region), account, self._role_path, self._role_name
-                ),
-                "RoleSessionName": self._session_name,
-            }
+            arn = role_arn(partition_of(region), account, self._role_path, self._role_name)
+            request: dict[str, Any] = {"RoleArn": arn, "RoleSessionName": self._session_name}
             if self._external_id:
                 request["ExternalId"] = self._external_id
-            credentials = self._sts_client().assume_role(**request)["Credentials"]
+            sts = self._sts or boto3.client("sts", region_name=self._region)
+            credentials = sts.assume_role(**request)["Credentials"]
             session = boto3.Session(
                 aws_access_key_id=credentials["AccessKeyId"],
                 aws_secret_access_key=credentials["SecretAccessKey"],
@@ -197,65 +227,25 @@ class TargetSessions:
             return client
 
 
-Refresher = Callable[[TargetSessions, JobRecord], RemoteStatus]
+class _RecordContext:
+    """A plugin's TaskContext for one job's record (its account and region by default)."""
 
+    def __init__(self, sessions: TargetSessions, record: JobRecord) -> None:
+        self._sessions = sessions
+        self._record = record
 
-def _cloudfront_invalidation(sessions: TargetSessions, record: JobRecord) -> RemoteStatus:
-    """GetInvalidation on the distribution the worker recorded with the job's result."""
-    distribution = record.detail.get("distribution_id")
-    if not distribution or not record.result_id:
-        return RemoteStatus("distribution not recorded")
-    cloudfront = sessions.client("cloudfront", account=record.account, region=_CLOUDFRONT_REGION)
-    try:
-        invalidation = cloudfront.get_invalidation(
-            DistributionId=str(distribution), Id=record.result_id
-        )["Invalidation"]
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "NoSuchInvalidation":
-            return RemoteStatus("invalidation not found")
-        raise
-    status = str(invalidation.get("Status", ""))
-    # CloudFront says "Completed" / "InProgress" (the emulator: upper case).
-    if status.lower() == "completed":
-        return RemoteStatus("Completed", Outcome.SUCCEEDED)
-    if status.lower() == "inprogress":
-        return RemoteStatus("InProgress", Outcome.PENDING)
-    return RemoteStatus(status or "unknown")
+    @property
+    def account(self) -> str:
+        return self._record.account
 
+    @property
+    def region(self) -> str:
+        return self._record.region
 
-_SSM_OUTCOME: Final[Mapping[str, Outcome]] = {
-    "Success": Outcome.SUCCEEDED,
-    "Pending": Outcome.PENDING,
-    "InProgress": Outcome.PENDING,
-    "Cancelling": Outcome.PENDING,
-    "Delayed": Outcome.PENDING,
-    "Failed": Outcome.FAILED,
-    "TimedOut": Outcome.FAILED,
-    "Cancelled": Outcome.FAILED,
-}
-
-
-def _ssm_command(sessions: TargetSessions, record: JobRecord) -> RemoteStatus:
-    """ListCommands for the command id: its overall status and error count.
-
-    (ListCommandInvocations would give per-instance detail; GetCommandInvocation needs an
-    instance id, and the emulator does not implement ListCommandInvocations.)
-    """
-    ssm = sessions.client("ssm", account=record.account, region=record.region)
-    commands = ssm.list_commands(CommandId=record.result_id).get("Commands", [])
-    if not commands:
-        return RemoteStatus("command not found")
-    command = commands[0]
-    status = str(command.get("Status", ""))
-    errors = int(command.get("ErrorCount", 0) or 0)
-    text = f"{status} ({errors} errors)" if errors else status
-    return RemoteStatus(text or "unknown", _SSM_OUTCOME.get(status))
-
-
-REFRESHERS: Final[Mapping[str, Refresher]] = {
-    "cloudfront.invalidate": _cloudfront_invalidation,
-    "ssm.send_command": _ssm_command,
-}
+    def client(self, service: str, *, account: str | None = None, region: str | None = None) -> Any:
+        return self._sessions.client(
+            service, account=account or self._record.account, region=region or self._record.region
+        )
 
 
 @dataclass
@@ -263,24 +253,26 @@ class Refresh:
     """Asks target accounts about results; final answers are kept between ``--watch`` rounds."""
 
     sessions: TargetSessions
-    refreshers: Mapping[str, Refresher] = field(default_factory=lambda: REFRESHERS)
     _final: dict[str, RemoteStatus] = field(default_factory=dict)
 
     def __call__(self, record: JobRecord) -> RemoteStatus | None:
-        refresher = self.refreshers.get(record.task)
-        if refresher is None or record.state is not LedgerState.SUCCEEDED:
+        if record.state is not JobState.SUCCEEDED or not record.result_id:
             return None
-        if not record.result_id or record.result_id == "dry-run":
+        if record.result_id == "dry-run":
             return None
         cache_key = f"{record.job_key}:{record.result_id}"
         known = self._final.get(cache_key)
         if known is not None:
             return known
         try:
-            remote = refresher(self.sessions, record)
+            task = get_task(record.task)
+            remote = task.remote_status(
+                _RecordContext(self.sessions, record),
+                TaskResult(record.result_id, record.detail),
+            )
         except (BotoCoreError, ClientError) as exc:
             return RemoteStatus(f"cannot ask: {_short_error(exc)}")
-        if remote.final:
+        if remote is not None and remote.final:
             self._final[cache_key] = remote
         return remote
 
@@ -292,22 +284,23 @@ def _short_error(exc: Exception) -> str:
     return str(exc)
 
 
-def ledger_for(table: str, *, region: str) -> DynamoDBLedger:
+def ledger_for(table: str, *, region: str) -> StatusSource:
     def client() -> DynamoDBClient:
         ddb: DynamoDBClient = boto3.client("dynamodb", region_name=region)
         return ddb
 
-    return DynamoDBLedger(table, client)
+    return status_source(table, client)
 
 
 def read_status(
-    ledger: Ledger,
+    source: StatusSource,
     request_id: str,
     refresh: Callable[[JobRecord], RemoteStatus | None] | None = None,
 ) -> StatusReport:
-    """The ledger's records of ``request_id`` (sorted by account, region), refreshed if asked."""
-    records: Sequence[JobRecord] = ledger.jobs(request_id)
+    """The request's record and its targets' records (sorted by account, region)."""
+    records: Sequence[JobRecord] = source.jobs.jobs(request_id)
+    request = source.requests.requests([request_id]).get(request_id)
     targets = tuple(
         TargetStatus(record, refresh(record) if refresh else None) for record in records
     )
-    return StatusReport(request_id, targets)
+    return StatusReport(request_id, targets, request)

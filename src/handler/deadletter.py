@@ -1,23 +1,23 @@
-"""Permanent failures go to the dead-letter queue at once, with their reason attached.
+"""Dead letters go to the dead-letter queue with their reason attached.
 
 Message attributes carry what an operator filters on (``fanout redrive --filter-...``): the
-error class, the single-line reason, task, request id, targets and the source message id.
+error class, the single-line reason, task, request id, targets, the source message id, and the
+letter's id (the same for every copy of one letter: a letter re-sent after a crash is
+recognisable as the same one).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
-from handler.exceptions import FanoutError
+from handler.contract import ATTRIBUTE_PREFIX, LETTER_ID_ATTRIBUTE, SOURCE_MESSAGE_ID_ATTRIBUTE
+from handler.exceptions import FanoutError, own_resource_error
 
-__all__ = ["ATTRIBUTE_PREFIX", "REDRIVEN_ATTRIBUTE", "DeadLetters"]
+__all__ = ["DeadLetters"]
 
-ATTRIBUTE_PREFIX = "fanout."
-# Set by `fanout redrive` on what it sends back: the failed jobs in it may run again.
-REDRIVEN_ATTRIBUTE = ATTRIBUTE_PREFIX + "redriven"
-_MAX_REASON = 1024
-_MAX_TARGETS_LISTED = 50
+_MAX_REASON: Final = 1024
+_MAX_TARGETS_LISTED: Final = 50
 
 
 class DeadLetters:
@@ -33,27 +33,35 @@ class DeadLetters:
         body: str,
         error: FanoutError,
         source_message_id: str,
+        letter_id: str,
         task: str | None = None,
         request_id: str | None = None,
         targets: Sequence[str] = (),
-    ) -> bool:
-        """Dead-letter ``body``; False when no queue is configured (SQS redrive takes over)."""
+    ) -> None:
+        """Dead-letter ``body``; raises whatever SQS raises (the caller keeps the message)."""
         if not self.queue_url:
-            return False
+            raise RuntimeError("no DEAD_LETTER_QUEUE_URL")  # callers check `queue_url` first
         values = {
-            "error_class": error.error_class,
-            "reason": error.reason[:_MAX_REASON],
-            "source_message_id": source_message_id,
-            "task": task,
-            "request_id": request_id,
-            "targets": ",".join(targets[:_MAX_TARGETS_LISTED]) if targets else None,
+            ATTRIBUTE_PREFIX + "error_class": error.error_class,
+            ATTRIBUTE_PREFIX + "reason": error.reason[:_MAX_REASON],
+            SOURCE_MESSAGE_ID_ATTRIBUTE: source_message_id,
+            LETTER_ID_ATTRIBUTE: letter_id,
+            ATTRIBUTE_PREFIX + "task": task,
+            ATTRIBUTE_PREFIX + "request_id": request_id,
+            ATTRIBUTE_PREFIX + "targets": ",".join(targets[:_MAX_TARGETS_LISTED])
+            if targets
+            else None,
         }
         attributes = {
-            ATTRIBUTE_PREFIX + name: {"DataType": "String", "StringValue": value}
+            name: {"DataType": "String", "StringValue": value}
             for name, value in values.items()
             if value
         }
-        self._sqs().send_message(
-            QueueUrl=self.queue_url, MessageBody=body, MessageAttributes=attributes
-        )
-        return True
+        try:
+            self._sqs().send_message(
+                QueueUrl=self.queue_url, MessageBody=body, MessageAttributes=attributes
+            )
+        except Exception as exc:
+            raise (
+                own_resource_error(exc, f"the dead-letter queue ({self.queue_url})") or exc
+            ) from exc

@@ -1,109 +1,59 @@
-"""Run the jobs of one batch: plan calls, respect rate keys, run accounts in parallel.
+"""Run the jobs of one batch: gate them by their requests, plan calls, run lanes in parallel.
 
-Calls that share a rate key (account, region, API) form a lane and run one after another through
-that key's token bucket; lanes run concurrently in a bounded thread pool. Each job ends with one
-:class:`JobOutcome`: succeeded, retry (redeliver) or failed (dead-letter).
+Calls that share a rate key (account, region, API) form a *lane* and run one after another
+through that key's token bucket; lanes run concurrently in a bounded thread pool. For each call
+a lane checks it may start (lane not stopped, time left for a call of this task, its request
+still lets its jobs start), then hands it to ``handler.attempt`` (claim, call, record). A throttled
+call or a call that hit the deadline stops its lane: the rest of the lane is retried later
+(``handler.lifecycle`` says when). Every job gets exactly one :class:`JobOutcome`.
+
+Jobs gated by a canary that is in the same batch run in a second phase, after it.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
-from typing import Any
+from dataclasses import dataclass, field
 
-from aws_lambda_powertools import Logger
-
-from handler.blast_radius import FailureCount, pass_canaries
-from handler.credentials import SessionCache, partition_of
+from handler.attempt import Attempts, BatchScope, outcomes_for
 from handler.deadline import Deadline
 from handler.exceptions import (
+    CanaryPendingError,
     DeadlineExceededError,
     FanoutError,
-    JobBusyError,
+    LaneStoppedError,
     NotRunError,
-    PermanentError,
-    RetryableError,
+    NotStartedError,
     ThrottledError,
-    TransientError,
-    classify_aws_error,
 )
-from handler.ledger import Claim, Ledger, LedgerState
-from handler.outcome import JobOutcome, JobState
-from handler.policy import session_policy
-from handler.ratelimit import RateLimiter, TokenBucket
-from handler.retry import call_with_retry
+from handler.execute import CallRunner
+from handler.ledger import Ledger, lock_until
+from handler.outcome import JobOutcome, Result
+from handler.requests import RequestView
 from handler.telemetry import BatchMetrics
-from tasks.base import Call, Job, Task, TaskResult
+from tasks.base import Call, Job, Task
 from tasks.registry import get_task
 
-__all__ = ["Dispatcher", "JobOutcome", "JobState"]
-
-logger = Logger(child=True)
-
-LOCK_MARGIN_SECONDS = 5.0
+__all__ = ["Dispatcher"]
 
 
-class _TargetContext:
-    """The :class:`TaskContext` handed to a plugin's ``run``."""
+@dataclass
+class _Lane:
+    """The calls of one rate key, and why the rest of them must not start."""
 
-    def __init__(
-        self, sessions: SessionCache, call: Call, task: Task, *, resource_scope: bool
-    ) -> None:
-        self._sessions = sessions
-        self._call = call
-        self._task = task
-        self._resource_scope = resource_scope
-        # Calls of non-idempotent tasks get no botocore retries: a retried 5xx could run twice.
-        self._attempts = 2 if task.idempotent else 1
+    calls: list[tuple[Task, Call]] = field(default_factory=list)
+    stopped: FanoutError | None = None
 
-    @property
-    def account(self) -> str:
-        return self._call.account
+    def stop(self, error: FanoutError) -> None:
+        if self.stopped is None:
+            self.stopped = error
 
-    @property
-    def region(self) -> str:
-        return self._call.region
-
-    def client(self, service: str, *, account: str | None = None, region: str | None = None) -> Any:
-        account = account or self._call.account
-        region = region or self._call.region
-        # The narrowest scope is the call's own resources; the default scope is the task's
-        # resources in the account, which keeps one session (one STS call) per account.
-        own = account == self._call.account and self._resource_scope
-        policy = session_policy(
-            self._task, partition_of(region), account, self._call.params if own else None
-        )
-        return self._sessions.client(
-            service,
-            account=account,
-            region=region,
-            request_id=self._call.request_ids[0],
-            max_attempts=self._attempts,
-            policy=policy,
-            read_timeout=self._task.read_timeout,
-        )
-
-
-class _Durations:
-    """How long a task's calls take here; the time budget reserves that before starting one."""
-
-    def __init__(self, default_s: float = 2.0) -> None:
-        self._default = default_s
-        self._seen: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def expected(self, task: str) -> float:
-        return self._seen.get(task, self._default)
-
-    def record(self, task: str, seconds: float) -> None:
-        with self._lock:
-            previous = self._seen.get(task)
-            # Decay slowly, jump up at once: a slow call must widen the margin immediately.
-            self._seen[task] = seconds if previous is None else max(seconds, 0.8 * previous)
+    def blocked(self) -> NotStartedError | None:
+        """Why the lane's next call must not start (None: it may)."""
+        return _not_started(self.stopped) if self.stopped is not None else None
 
 
 class Dispatcher:
@@ -111,275 +61,148 @@ class Dispatcher:
 
     def __init__(
         self,
-        sessions: SessionCache,
-        limiter: RateLimiter,
         ledger: Ledger,
+        runner: CallRunner,
         *,
         max_workers: int,
-        resource_scoped_sessions: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self._sessions = sessions
-        self._limiter = limiter
-        self._ledger = ledger
+        self._attempts = Attempts(ledger, runner, clock)
+        self._runner = runner
         self._max_workers = max_workers
-        self._resource_scope = resource_scoped_sessions
-        self._durations = _Durations()
+        self._clock = clock
 
     def run(
-        self, jobs: Sequence[Job], deadline: Deadline, metrics: BatchMetrics | None = None
+        self,
+        jobs: Sequence[Job],
+        views: Mapping[str, RequestView],
+        deadline: Deadline,
+        metrics: BatchMetrics,
     ) -> dict[str, JobOutcome]:
         """Outcomes by job key, one for every job given."""
-        metrics = metrics or BatchMetrics()
+        scope = BatchScope(views, deadline, lock_until(self._clock(), deadline), metrics)
         outcomes: dict[str, JobOutcome] = {}
-        live: list[Job] = []
-        for job in jobs:
-            if job.dry_run:
-                outcomes[job.key] = _dry_run(job)
-            else:
-                live.append(job)
-        failures = FailureCount()
-        with ThreadPoolExecutor(
-            max_workers=max(1, min(self._max_workers, len(live))), thread_name_prefix="fanout"
-        ) as pool:
-            run_jobs = partial(
-                self._run_jobs,
-                pool,
-                deadline=deadline,
-                outcomes=outcomes,
-                failures=failures,
-                metrics=metrics,
-            )
-            # Canaries (and everything not gated by one) first; gated jobs only after their
-            # message's canary succeeded.
-            run_jobs([j for j in live if not j.after_canary])
-            gated = [j for j in live if j.after_canary]
-            ready = pass_canaries(gated, outcomes)
-            held = [outcomes[j.key] for j in gated if j.key in outcomes]
-            outcomes.update((o.job.key, o) for o in self.record_held(held, deadline))
-            run_jobs(ready)
+        workers = max(1, min(self._max_workers, len(jobs)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fanout") as pool:
+
+            def phase(batch: Sequence[Job]) -> None:
+                runnable = []
+                for job in batch:
+                    if (held := _held_back(job, views)) is not None:
+                        outcomes[job.key] = held
+                    else:
+                        runnable.append(job)
+                lanes = _lanes(runnable)
+                futures = [pool.submit(self._run_lane, lane, scope) for lane in lanes]
+                for future in futures:
+                    outcomes.update((o.job.key, o) for o in future.result())
+
+            # Canaries (and everything not gated by one) first; the jobs a canary of this batch
+            # gates, after it ended.
+            canaries = {j.request_id for j in jobs if _is_canary(j, views)}
+            phase([j for j in jobs if not _waits_for_canary(j, canaries, views)])
+            phase([j for j in jobs if j.key not in outcomes])
         return outcomes
 
-    def _run_jobs(
-        self,
-        pool: ThreadPoolExecutor,
-        jobs: Sequence[Job],
-        *,
-        deadline: Deadline,
-        outcomes: dict[str, JobOutcome],
-        failures: FailureCount,
-        metrics: BatchMetrics,
-    ) -> None:
-        lanes: dict[tuple[str, str, str], list[tuple[Task, Call]]] = defaultdict(list)
-        by_task: dict[str, list[Job]] = defaultdict(list)
-        for job in jobs:
-            by_task[job.task].append(job)
-        for name, task_jobs in by_task.items():
-            task = get_task(name)
-            for call in task.plan(task_jobs):
-                lanes[task.rate_key(call)].append((task, call))
-        futures = [
-            pool.submit(self._run_lane, lane, deadline, failures, metrics)
-            for lane in lanes.values()
-        ]
-        for future in futures:
-            outcomes.update((o.job.key, o) for o in future.result())
-
-    def record_held(self, held: Sequence[JobOutcome], deadline: Deadline) -> list[JobOutcome]:
-        """Record targets a blast-radius control held back, so a duplicate delivery of their
-        message cannot run them after all (a held-back target ends like a failed one)."""
-        failed = [o for o in held if o.state is JobState.FAILED]
-        claims, settled = self._claim([o.job for o in failed], deadline)
-        ended = [self._record(claims[o.job.key], o) for o in failed if o.job.key in claims]
-        return ended + settled + [o for o in held if o.state is not JobState.FAILED]
-
-    def _claim(
-        self, jobs: Sequence[Job], deadline: Deadline
-    ) -> tuple[dict[str, Claim], list[JobOutcome]]:
-        """Claim jobs in the ledger just before their call; settle those that must not run."""
-        # The lock lasts until this function would have timed out, plus a little.
-        lock_seconds = deadline.remaining_ms() / 1000.0 + LOCK_MARGIN_SECONDS
-        claims: dict[str, Claim] = {}
-        settled: list[JobOutcome] = []
-        for job in jobs:
-            try:
-                claim = self._ledger.claim(job, lock_seconds=lock_seconds)
-            except Exception as exc:  # noqa: BLE001 - a ledger outage means: try later
-                settled.append(JobOutcome(job, JobState.RETRY, error=classify_aws_error(exc)))
-                continue
-            if claim.granted:
-                claims[job.key] = claim
-            elif claim.record.state is LedgerState.SUCCEEDED:
-                # A redelivery of finished work: replay the stored result, run nothing.
-                result = TaskResult(
-                    claim.record.result_id or "", {**claim.record.detail, "replayed": True}
-                )
-                settled.append(JobOutcome(job, JobState.SUCCEEDED, result=result, replayed=True))
-            elif claim.record.state is LedgerState.FAILED:
-                # Already dead-lettered: a duplicate delivery must not run or dead-letter it again.
-                error = NotRunError(f"already dead-lettered: {claim.record.last_error}")
-                settled.append(JobOutcome(job, JobState.FAILED, error=error, replayed=True))
-            else:
-                busy = JobBusyError(f"job {job.key} is in progress in another invocation")
-                settled.append(JobOutcome(job, JobState.RETRY, error=busy))
-        return claims, settled
-
-    def _record(self, claim: Claim, outcome: JobOutcome) -> JobOutcome:
-        """Write the outcome to the ledger; if that fails, the job has not ended yet.
-
-        Its message then comes back: the job's lock expires, and the next claim is a recovery
-        (the plugin looks for the effect before running again), so the job ends known.
-        """
-        state = {
-            JobState.SUCCEEDED: LedgerState.SUCCEEDED,
-            JobState.FAILED: LedgerState.FAILED,
-            JobState.RETRY: LedgerState.RETRY,
-        }[outcome.state]
-        if outcome.state is JobState.RETRY and isinstance(outcome.error, TransientError):
-            # A 5xx, timeout or unexpected error after the call was sent: it may have run. The
-            # next attempt looks for its effect before running again.
-            state = LedgerState.UNCERTAIN
-        try:
-            self._ledger.finish(
-                claim,
-                state,
-                result_id=outcome.result.resource_id if outcome.result else None,
-                error_class=outcome.error.error_class if outcome.error else None,
-                error=outcome.error.reason if outcome.error else None,
-                detail=outcome.result.detail if outcome.result else None,
-            )
-        except Exception as exc:  # noqa: BLE001 - any ledger failure: the job is not done
-            logger.warning(
-                "could not record job outcome",
-                extra={"job_key": claim.record.job_key, "reason": str(exc)},
-            )
-            if outcome.state is JobState.RETRY:
-                return outcome
-            error = TransientError(f"{outcome.state} but not recorded in the ledger: {exc}")
-            return JobOutcome(outcome.job, JobState.RETRY, error=error)
-        return outcome
-
-    def _run_lane(
-        self,
-        lane: list[tuple[Task, Call]],
-        deadline: Deadline,
-        failures: FailureCount,
-        metrics: BatchMetrics,
-    ) -> list[JobOutcome]:
-        """Run one rate key's calls in order; the ledger is read and written call by call, so
-        its round trips overlap the other lanes' work instead of forming phases of their own."""
+    def _run_lane(self, lane: _Lane, scope: BatchScope) -> list[JobOutcome]:
+        """Run one rate key's calls in order. The ledger is written call by call, so its round
+        trips overlap the other lanes' calls instead of forming phases of their own."""
         outcomes: list[JobOutcome] = []
-        stop: RetryableError | None = None
-        for task, call in lane:
-            if stop is None and not deadline.allows(self._durations.expected(task.name)):
-                stop = DeadlineExceededError(
-                    f"not started: {deadline.remaining_s():.1f}s left, a call takes "
-                    f"~{self._durations.expected(task.name):.1f}s"
-                )
-            if stop is not None:
-                # The lane's quota is exhausted or time is up: the rest waits for redelivery.
-                outcomes.extend(_settle(call.jobs, JobState.RETRY, error=stop))
-                continue
-            held, runnable = failures.hold_back(call.jobs)
-            claims, settled = self._claim(runnable, deadline)
-            outcomes.extend(self.record_held(held, deadline) + settled)
-            granted = [j for j in runnable if j.key in claims]
-            # Some jobs are held back, done already or busy elsewhere: plan the rest anew.
-            calls = [call] if len(granted) == len(call.jobs) else task.plan(granted)
-            for each in calls:
-                if stop is None:
-                    recovered = any(claims[j.key].recovered for j in each.jobs)
-                    done = self._run_call(task, each, deadline, metrics, recovered=recovered)
-                    error = done[0].error
-                    if isinstance(error, ThrottledError | DeadlineExceededError):
-                        stop = error
-                else:
-                    done = _settle(each.jobs, JobState.RETRY, error=stop)
-                failures.add(o.job for o in done if o.state is JobState.FAILED)
-                outcomes.extend(self._record(claims[o.job.key], o) for o in done)
+        for task, planned in lane.calls:
+            self._stop_if_late(lane, task, scope.deadline)
+            # Request-wide controls again, just before the call: other lanes may have failed
+            # (max_errors) or finished the canary since this batch began.
+            held, calls = _hold_back(task, planned, scope.views)
+            outcomes += held
+            for call in calls:
+                if (blocked := lane.blocked()) is not None:
+                    outcomes += outcomes_for(call.jobs, Result.RETRY, error=blocked)
+                    continue
+                done = self._attempts.run(task, call, scope)
+                outcomes += done
+                for outcome in done:
+                    if isinstance(outcome.error, ThrottledError | DeadlineExceededError):
+                        lane.stop(outcome.error)
         return outcomes
 
-    def _run_call(
-        self,
-        task: Task,
-        call: Call,
-        deadline: Deadline,
-        metrics: BatchMetrics,
-        *,
-        recovered: bool = False,
-    ) -> list[JobOutcome]:
-        expected = self._durations.expected(task.name)
-        if not deadline.allows(expected):
-            error = DeadlineExceededError(
-                f"not started: {deadline.remaining_s():.1f}s left, a call takes ~{expected:.1f}s"
+    def _stop_if_late(self, lane: _Lane, task: Task, deadline: Deadline) -> None:
+        expected = self._runner.expected(task)
+        if lane.stopped is None and not deadline.allows(expected):
+            lane.stop(
+                DeadlineExceededError(
+                    f"not started: {deadline.remaining_s():.1f}s left, a {task.name} call "
+                    f"takes ~{expected:.1f}s"
+                )
             )
-            return _settle(call.jobs, JobState.RETRY, error=error)
-        key = task.rate_key(call)
-        bucket = self._limiter.bucket(key, task.rate)
-        context = _TargetContext(self._sessions, call, task, resource_scope=self._resource_scope)
-
-        def attempt() -> TaskResult:
-            try:
-                if recovered:
-                    previous = task.find_previous(context, call)
-                    if previous is not None:
-                        return previous
-                self._limiter.acquire(key, task.rate, max_wait=deadline.remaining_s() - expected)
-                return task.run(context, call)
-            except Exception as exc:
-                raise classify_aws_error(exc, quota_codes=task.quota_codes) from exc
-
-        started = time.monotonic()
-        try:
-            result = call_with_retry(
-                attempt,
-                idempotent=task.idempotent,
-                deadline=deadline,
-                on_retry=lambda e: _log_retry(key, bucket, e, metrics, task.name),
-            )
-        except PermanentError as exc:
-            return _settle(call.jobs, JobState.FAILED, error=exc)
-        except RetryableError as exc:
-            if isinstance(exc, ThrottledError):
-                bucket.throttled()
-                metrics.count("Throttles", task.name)
-            return _settle(call.jobs, JobState.RETRY, error=exc)
-        finally:
-            elapsed = time.monotonic() - started
-            self._durations.record(task.name, elapsed)
-            metrics.duration(task.name, elapsed)
-        bucket.succeeded()
-        return _settle(call.jobs, JobState.SUCCEEDED, result=result)
 
 
-def _log_retry(
-    key: tuple[str, str, str],
-    bucket: TokenBucket,
-    error: FanoutError,
-    metrics: BatchMetrics,
-    task: str,
-) -> None:
-    if isinstance(error, ThrottledError):
-        bucket.throttled()
-        metrics.count("Throttles", task)
-    logger.info(
-        "retrying call",
-        extra={"account": key[0], "api": key[2], "error_class": error.error_class},
+def _lanes(jobs: Sequence[Job]) -> list[_Lane]:
+    by_task: dict[str, list[Job]] = defaultdict(list)
+    for job in jobs:
+        by_task[job.task].append(job)
+    lanes: dict[tuple[str, str, str], _Lane] = defaultdict(_Lane)
+    for name, task_jobs in by_task.items():
+        task = get_task(name)
+        for call in task.plan(task_jobs):
+            lanes[task.rate_key(call)].calls.append((task, call))
+    return list(lanes.values())
+
+
+def _is_canary(job: Job, views: Mapping[str, RequestView]) -> bool:
+    view = views.get(job.request_id)
+    return view is not None and view.is_canary(job.key)
+
+
+def _waits_for_canary(job: Job, canaries: set[str], views: Mapping[str, RequestView]) -> bool:
+    """True for a job its request's canary holds back while the canary is in this batch
+    (``canaries``: the requests whose canary is)."""
+    view = views.get(job.request_id)
+    return (
+        view is not None
+        and job.request_id in canaries
+        and not view.is_canary(job.key)
+        and isinstance(view.held_back(job.key), CanaryPendingError)
     )
 
 
-def _settle(
-    jobs: Iterable[Job],
-    state: JobState,
-    *,
-    result: TaskResult | None = None,
-    error: FanoutError | None = None,
-) -> list[JobOutcome]:
-    return [JobOutcome(job=j, state=state, result=result, error=error) for j in jobs]
+def _held_back(job: Job, views: Mapping[str, RequestView]) -> JobOutcome | None:
+    """The outcome of a job its request does not let start now (None: it may start). A dry
+    run is never held back: it changes nothing."""
+    view = views.get(job.request_id)
+    if view is None or job.dry_run:
+        return None
+    if view.cancelled:
+        return JobOutcome(
+            job, Result.CANCELLED, error=NotRunError("cancelled: the request was cancelled")
+        )
+    reason = view.held_back(job.key)
+    if isinstance(reason, NotRunError):
+        return JobOutcome(job, Result.NOT_RUN, error=reason)
+    if reason is not None:
+        return JobOutcome(job, Result.RETRY, error=reason)
+    return None
 
 
-def _dry_run(job: Job) -> JobOutcome:
-    return JobOutcome(
-        job=job,
-        state=JobState.SUCCEEDED,
-        result=TaskResult(resource_id="dry-run", detail={"would_run": job.task}),
+def _hold_back(
+    task: Task, call: Call, views: Mapping[str, RequestView]
+) -> tuple[list[JobOutcome], list[Call]]:
+    """The call's jobs their request holds back now, and the calls for the rest (the call
+    itself, or the rest re-planned when some were held back)."""
+    held: list[JobOutcome] = []
+    keep: list[Job] = []
+    for job in call.jobs:
+        if (outcome := _held_back(job, views)) is not None:
+            held.append(outcome)
+        else:
+            keep.append(job)
+    if not held:
+        return [], [call]
+    return held, task.plan(keep) if keep else []
+
+
+def _not_started(stop: FanoutError) -> NotStartedError:
+    if isinstance(stop, NotStartedError):
+        return stop
+    return LaneStoppedError(
+        f"not started: an earlier call of its rate key: {stop.reason}", cause=stop
     )

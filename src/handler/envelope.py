@@ -1,8 +1,13 @@
-"""Message bodies -> jobs.
+"""Message bodies -> a request and its jobs.
 
-Two body forms are accepted: envelope v1 (DESIGN.md) and the legacy ``{"entries": [...]}`` form
-of the original CloudFront pattern, which maps to ``cloudfront.invalidate`` jobs. Validation is
-all-or-nothing: a message with one bad target runs none of them, and the reason names the target.
+Two body forms are accepted (``handler.contract``): envelope v1 and the legacy ``{"entries":
+[...]}`` form of the original CloudFront pattern, which maps to ``cloudfront.invalidate`` jobs.
+Validation is all-or-nothing: a message with one bad target runs none of them, and the reason
+names the target.
+
+A message carries one part of one request. A request split across messages says so in every
+part (``request.targets``: how many targets the whole request has), so the worker knows the
+expected set from whichever part it sees first; any other message is a whole request.
 
 Validation uses JSON Schema compiled by fastjsonschema (the engine behind Powertools' validation
 utility): ~15 ms of cold start against ~100 ms for pydantic and its models (README, design).
@@ -13,93 +18,48 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-import fastjsonschema
-
+from handler.contract import (
+    LEGACY_SCHEMA,
+    LEGACY_TASK,
+    V1_SCHEMA,
+    is_legacy,
+    load_json,
+    split_bodies,
+    validate,
+)
 from handler.exceptions import BadMessageError, InvalidParamsError
-from tasks.base import Job
-from tasks.registry import get_task
+from tasks.base import Job, Task
+from tasks.registry import get_task, params_validator
 
-__all__ = ["LEGACY_SCHEMA", "V1_SCHEMA", "Envelope", "parse_message"]
+__all__ = [
+    "Envelope",
+    "Options",
+    "RequestInfo",
+    "Target",
+    "bodies_for",
+    "job_key",
+    "parse_message",
+]
 
-# Patterns run on Python's re, where \d and \w match any Unicode digit or letter: ASCII only.
-REQUEST_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_+=,.@:/-]{0,127}$"
-ACCOUNT_PATTERN: Final = r"^[0-9]{12}$"
-REGION_PATTERN: Final = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}$"
+_MISSING = object()
 
-V1_SCHEMA: Final[Mapping[str, Any]] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["version", "task", "targets"],
-    "properties": {
-        "version": {"const": 1},
-        "task": {"type": "string", "maxLength": 64},
-        "request_id": {"type": "string", "pattern": REQUEST_ID_PATTERN},
-        "targets": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["account"],
-                "properties": {
-                    "account": {"type": "string", "pattern": ACCOUNT_PATTERN},
-                    "region": {"type": "string", "pattern": REGION_PATTERN},
-                    "params": {"type": "object"},
-                },
-            },
-        },
-        "params": {"type": "object"},
-        "options": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "dry_run": {"type": "boolean"},
-                "canary": {"type": "boolean"},
-                "max_errors": {
-                    "anyOf": [
-                        {"type": "integer", "minimum": 0},
-                        {"type": "string", "pattern": "^(100|[1-9]?[0-9])%$"},
-                    ]
-                },
-            },
-        },
-    },
-}
 
-LEGACY_SCHEMA: Final[Mapping[str, Any]] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["entries"],
-    "properties": {
-        "entries": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["aws_account_id", "cloudfront_distribution_id", "invalidation_path"],
-                "properties": {
-                    "aws_account_id": {"type": "string", "pattern": ACCOUNT_PATTERN},
-                    "cloudfront_distribution_id": {"type": "string"},
-                    "invalidation_path": {"type": "string"},
-                },
-            },
-        }
-    },
-}
-LEGACY_TASK: Final = "cloudfront.invalidate"
+@dataclass(frozen=True, slots=True)
+class Target:
+    account: str
+    region: str
 
 
 @dataclass(frozen=True, slots=True)
 class Options:
-    """Blast-radius controls of a message (``options`` in the envelope)."""
+    """Request-wide controls (``options`` in the envelope)."""
 
     dry_run: bool = False
-    canary: bool = False
+    canary: Target | None = None  # the request's canary target: runs first, alone
     max_errors: int | str | None = None  # a count, or a percentage of the targets ("10%")
 
     def max_errors_for(self, targets: int) -> int | None:
@@ -108,48 +68,66 @@ class Options:
         return self.max_errors
 
     def as_json(self) -> dict[str, Any]:
-        raw = {"dry_run": self.dry_run, "canary": self.canary, "max_errors": self.max_errors}
+        """The options as a body states them; the canary always by name, so any part or
+        re-sent subset of the request knows which target it is."""
+        raw: dict[str, Any] = {"dry_run": self.dry_run, "max_errors": self.max_errors}
+        if self.canary is not None:
+            raw["canary"] = {"account": self.canary.account, "region": self.canary.region}
         return {k: v for k, v in raw.items() if v not in (None, False)}
 
 
 @dataclass(frozen=True, slots=True)
-class Envelope:
-    """A validated message: its request id, task and jobs (one per distinct target)."""
+class RequestInfo:
+    """What one message says about its whole request."""
 
     request_id: str
     task: str
-    jobs: tuple[Job, ...]
     options: Options = Options()
+    expected_targets: int = 0  # of the whole request, over all its messages
+    part: int | None = None
+    parts: int | None = None
     legacy: bool = False
 
     @property
-    def dry_run(self) -> bool:
-        return self.options.dry_run
+    def whole(self) -> bool:
+        """The message holds the whole request (not one part of several)."""
+        return (self.parts or 1) == 1
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``request`` block a body carries (re-sends keep the expected total)."""
+        block: dict[str, Any] = {"targets": self.expected_targets}
+        if self.part is not None:
+            block["part"] = self.part
+        if self.parts is not None:
+            block["parts"] = self.parts
+        return block
 
 
-# Schemas are module-level constants: compiled once each, looked up by identity (hashing the
-# schema itself on every target cost more than validating).
-_validators: dict[int, tuple[Mapping[str, Any], Callable[[Any], Any]]] = {}
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A validated message: its request and its jobs (one per distinct target)."""
 
+    request: RequestInfo
+    jobs: tuple[Job, ...]
+    target_count: int  # targets as written, before identical ones collapse into one job
+    canary_key: str | None = None  # the job of this message that is the request's canary
+    accounts: frozenset[str] = field(default_factory=frozenset)  # every account it names
 
-def _validator(schema: Mapping[str, Any]) -> Callable[[Any], Any]:
-    entry = _validators.get(id(schema))
-    if entry is None or entry[0] is not schema:
-        entry = (schema, fastjsonschema.compile(json.loads(json.dumps(schema))))
-        _validators[id(schema)] = entry
-    return entry[1]
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id
 
+    @property
+    def task(self) -> str:
+        return self.request.task
 
-def validate(schema: Mapping[str, Any], value: Any, *, what: str) -> None:
-    """Validate ``value``; raise :class:`BadMessageError` naming the first offending field."""
-    validator = _validator(schema)
-    try:
-        validator(value)
-    except fastjsonschema.JsonSchemaValueException as exc:
-        message = str(exc.message)
-        if message.startswith("data"):
-            message = what + message[len("data") :]
-        raise BadMessageError(message) from None
+    @property
+    def options(self) -> Options:
+        return self.request.options
+
+    @property
+    def legacy(self) -> bool:
+        return self.request.legacy
 
 
 def job_key(
@@ -171,14 +149,16 @@ def job_key(
 
 def parse_message(body: str, *, message_id: str, default_region: str) -> Envelope:
     """Parse and validate one SQS body. Raises a :class:`PermanentError` subclass when bad."""
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # ValueError: also integers over 4300 digits
-        raise BadMessageError(f"body is not valid JSON: {exc}") from None
+    document = load_json(body)
     if not isinstance(document, dict):
         raise BadMessageError(f"body must be a JSON object, got {type(document).__name__}")
-    if "entries" in document and "version" not in document:
+    if is_legacy(document):
         return _from_legacy(document, message_id=message_id, default_region=default_region)
+    if "Records" in document and "version" not in document:
+        raise BadMessageError(
+            "body is an SQS event (the input of `sam local invoke`), not a message body: "
+            "send one of its records' bodies instead"
+        )
     return _from_v1(document, message_id=message_id, default_region=default_region)
 
 
@@ -186,18 +166,51 @@ def _from_v1(document: dict[str, Any], *, message_id: str, default_region: str) 
     validate(V1_SCHEMA, document, what="body")
     task = get_task(document["task"])
     request_id = document.get("request_id") or message_id
-    raw = document.get("options", {})
-    options = Options(
-        dry_run=bool(raw.get("dry_run", False)),
-        canary=bool(raw.get("canary", False)),
-        max_errors=raw.get("max_errors"),
-    )
     shared = document.get("params", {})
     targets = [
         (t["account"], t.get("region", default_region), {**shared, **t.get("params", {})})
         for t in document["targets"]
     ]
-    return _envelope(task.name, request_id, message_id, targets, options=options, legacy=False)
+    raw = document.get("options", {})
+    block = document.get("request")
+    parts = block.get("parts") if block else None
+    part = block.get("part") if block else None
+    if part is not None and parts is not None and part > parts:
+        raise BadMessageError(f"body.request.part {part} is beyond body.request.parts {parts}")
+    canary = _canary(raw.get("canary"), targets, split=(parts or 1) > 1, region=default_region)
+    options = Options(
+        dry_run=bool(raw.get("dry_run", False)), canary=canary, max_errors=raw.get("max_errors")
+    )
+    request = RequestInfo(
+        request_id=request_id,
+        task=task.name,
+        options=options,
+        expected_targets=block["targets"] if block else 0,
+        part=part,
+        parts=parts,
+    )
+    return _envelope(request, message_id, targets)
+
+
+def _canary(
+    value: bool | Mapping[str, str] | None,
+    targets: list[tuple[str, str, Any]],
+    *,
+    split: bool,
+    region: str,
+) -> Target | None:
+    if not value:
+        return None
+    if value is True:
+        if split:
+            raise BadMessageError(
+                "body.options.canary is true in a request split across messages: name the "
+                'canary target ({"account": ..., "region": ...}) so every part agrees on it'
+            )
+        account, region, _ = targets[0]
+        return Target(account, region)
+    assert isinstance(value, Mapping)  # noqa: S101 - the schema allows a boolean or an object
+    return Target(value["account"], value.get("region") or region)
 
 
 def _from_legacy(document: dict[str, Any], *, message_id: str, default_region: str) -> Envelope:
@@ -210,51 +223,95 @@ def _from_legacy(document: dict[str, Any], *, message_id: str, default_region: s
         )
         for e in document["entries"]
     ]
-    return _envelope(LEGACY_TASK, message_id, message_id, targets, options=Options(), legacy=True)
+    request = RequestInfo(request_id=message_id, task=LEGACY_TASK, legacy=True)
+    return _envelope(request, message_id, targets)
 
 
 def _envelope(
-    task_name: str,
-    request_id: str,
-    message_id: str,
-    targets: list[tuple[str, str, dict[str, Any]]],
-    *,
-    options: Options,
-    legacy: bool,
+    request: RequestInfo, message_id: str, targets: list[tuple[str, str, dict[str, Any]]]
 ) -> Envelope:
-    task = get_task(task_name)
+    task = get_task(request.task)
     jobs: dict[str, Job] = {}
-    max_errors = options.max_errors_for(len(targets))
+    accounts: set[str] = set()
+    canary_key: str | None = None
+    canary = request.options.canary
     for index, (account, region, params) in enumerate(targets):
-        where = f"target {index} ({account} {region})"
-        try:
-            validate(task.params_schema, params, what="params")
-            task.check(params)
-        except (BadMessageError, InvalidParamsError) as exc:
-            raise InvalidParamsError(f"{where}: {exc.reason}") from None
-        key = job_key(request_id, task_name, account, region, params, dry_run=options.dry_run)
+        job = _job(task, request, message_id, index, (account, region, params))
+        accounts |= {account, *task.other_accounts(params).values()}
         # The same target twice in one message is one job: it must not run twice.
-        jobs.setdefault(
-            key,
-            Job(
-                key=key,
-                request_id=request_id,
-                task=task_name,
-                account=account,
-                region=region,
-                params=params,
-                message_id=message_id,
-                index=index,
-                dry_run=options.dry_run,
-                canary=options.canary and not jobs,
-                after_canary=options.canary and bool(jobs),
-                max_errors=max_errors,
-            ),
+        jobs.setdefault(job.key, job)
+        if canary_key is None and canary and (canary.account, canary.region) == (account, region):
+            canary_key = job.key
+    if request.expected_targets == 0:
+        # A message without a `request` block is a whole request of its own.
+        request = replace(request, expected_targets=len(jobs))
+    elif request.expected_targets < len(jobs):
+        raise BadMessageError(
+            f"body.request.targets is {request.expected_targets}, but this part alone has "
+            f"{len(jobs)} targets"
         )
     return Envelope(
-        request_id=request_id,
-        task=task_name,
+        request=request,
         jobs=tuple(jobs.values()),
-        options=options,
-        legacy=legacy,
+        target_count=len(targets),
+        canary_key=canary_key,
+        accounts=frozenset(accounts),
     )
+
+
+def _job(
+    task: Task,
+    request: RequestInfo,
+    message_id: str,
+    index: int,
+    target: tuple[str, str, dict[str, Any]],
+) -> Job:
+    """The job of one target, its parameters checked against the task's schema and rules."""
+    account, region, params = target
+    try:
+        validate(task.params_schema, params, what="params", validator=params_validator(task.name))
+        task.check(params, account=account, region=region)
+    except (BadMessageError, InvalidParamsError) as exc:
+        raise InvalidParamsError(f"target {index} ({account} {region}): {exc.reason}") from None
+    dry_run = request.options.dry_run
+    return Job(
+        key=job_key(request.request_id, task.name, account, region, params, dry_run=dry_run),
+        request_id=request.request_id,
+        task=task.name,
+        account=account,
+        region=region,
+        params=params,
+        message_id=message_id,
+        index=index,
+        dry_run=dry_run,
+    )
+
+
+def bodies_for(envelope: Envelope, jobs: Sequence[Job]) -> list[tuple[str, list[Job]]]:
+    """v1 bodies for some of a message's jobs, each under SQS's size limit, with their jobs.
+
+    Same request id, request block and options; parameters shared by all the jobs stated once
+    at the top (as publishers write them), so the job keys hold and no body outgrows its source.
+    """
+    first = dict(jobs[0].params) if jobs else {}
+    shared = {k: v for k, v in first.items() if all(j.params.get(k, _MISSING) == v for j in jobs)}
+    head: dict[str, Any] = {
+        "version": 1,
+        "task": envelope.task,
+        "request_id": envelope.request_id,
+        "request": envelope.request.as_json(),
+    }
+    if shared:
+        head["params"] = shared
+    options = envelope.options.as_json()
+    if options:
+        head["options"] = options
+    targets = [
+        {
+            "account": j.account,
+            "region": j.region,
+            "params": {k: v for k, v in j.params.items() if k not in shared},
+        }
+        for j in jobs
+    ]
+    return [(c.body, list(jobs[c.start : c.stop])) for c in split_bodies(head, targets)]

@@ -1,8 +1,10 @@
-"""Errors of the worker, split into permanent (dead-letter) and retryable (redeliver).
+"""Errors of the worker, split into permanent (dead-letter) and retryable (try again).
 
-AWS errors (botocore ``ClientError`` and connection errors) are translated into this hierarchy
-in exactly one place, :func:`classify_aws_error`, so every other module reasons in two words:
-permanent or retryable.
+The tree is rooted in the plugin API (``tasks.errors``: FanoutError, PermanentError,
+RetryableError and the errors plugins raise) and extended here. AWS errors (botocore
+``ClientError`` and connection errors) are translated into it in exactly one place,
+:func:`classify_aws_error`, so every other module reasons in two words: permanent or retryable.
+Retryable errors of jobs that were never started (:class:`NotStartedError`) use no attempt.
 """
 
 from __future__ import annotations
@@ -16,6 +18,16 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from tasks.errors import (
+    FanoutError,
+    InvalidParamsError,
+    PermanentError,
+    RetryableError,
+    TaskFailedError,
+    TransientError,
+    UnknownTaskError,
+)
+
 __all__ = [
     "AccessDeniedError",
     "AccountNotAllowedError",
@@ -26,49 +38,29 @@ __all__ = [
     "FanoutError",
     "InvalidParamsError",
     "JobBusyError",
+    "LaneStoppedError",
     "NotRunError",
+    "NotStartedError",
+    "OutcomeUnknownError",
     "PermanentError",
     "QuotaExceededError",
+    "RecordedFailure",
     "RetryableError",
     "TaskFailedError",
     "ThrottledError",
     "TransientError",
     "UnknownTaskError",
     "classify_aws_error",
+    "own_resource_error",
 ]
-
-
-class FanoutError(Exception):
-    """Root of every error the worker raises on purpose."""
-
-    def __init__(self, reason: str) -> None:
-        # Reasons travel to logs and dead-letter attributes: keep them on one line.
-        self.reason = " ".join(str(reason).split())
-        super().__init__(self.reason)
-
-    @property
-    def error_class(self) -> str:
-        return type(self).__name__
 
 
 class ConfigurationError(FanoutError):
     """The function's own configuration is invalid (a deployment problem, not a message one)."""
 
 
-class PermanentError(FanoutError):
-    """Retrying cannot help: the job or message is dead-lettered with this reason."""
-
-
 class BadMessageError(PermanentError):
     """The body is not JSON or does not match the envelope schema."""
-
-
-class UnknownTaskError(PermanentError):
-    """The envelope names a task no plugin registers."""
-
-
-class InvalidParamsError(PermanentError):
-    """A target's parameters do not satisfy the task's parameter schema or limits."""
 
 
 class AccountNotAllowedError(PermanentError):
@@ -79,40 +71,60 @@ class AccessDeniedError(PermanentError):
     """The target account refused: AssumeRole denied, or the role lacks the permission."""
 
 
-class TaskFailedError(PermanentError):
-    """The AWS API rejected the request itself (validation, missing resource, ...)."""
-
-
 class NotRunError(PermanentError):
-    """Held back by a blast-radius control (failed canary, ``max_errors`` reached)."""
+    """Held back by a request-wide control (failed canary, ``max_errors`` reached, stopped)."""
 
 
-class RetryableError(FanoutError):
-    """The job may succeed later: report it for redelivery."""
+class OutcomeUnknownError(PermanentError):
+    """An earlier attempt may have run, and the plugin can neither repeat nor look it up."""
+
+
+class RecordedFailure(PermanentError):  # noqa: N818 - a failure read back, under its class
+    """A failure read back from the ledger, reported under the class it was recorded with."""
+
+    def __init__(self, reason: str, error_class: str) -> None:
+        super().__init__(reason)
+        self._recorded_class = error_class
+
+    @property
+    def error_class(self) -> str:
+        return self._recorded_class
+
+    def with_reason(self, reason: str) -> FanoutError:
+        return RecordedFailure(reason, self._recorded_class)
 
 
 class ThrottledError(RetryableError):
     """The API's rate limit was hit."""
 
 
-class TransientError(RetryableError):
-    """5xx, timeouts, dropped connections: the outcome of the call may be unknown."""
-
-
 class QuotaExceededError(RetryableError):
     """A quota on work in progress (e.g. CloudFront's invalidations in progress) is full."""
 
 
-class DeadlineExceededError(RetryableError):
-    """Not started, or abandoned, because the function would time out first."""
+class NotStartedError(RetryableError):
+    """Not started in this delivery (no time left, its lane stopped, its canary pending, held
+    by another invocation): it uses no attempt, only a wait."""
 
 
-class CanaryPendingError(RetryableError):
-    """The message's canary target has not succeeded yet."""
+class DeadlineExceededError(NotStartedError):
+    """Not started because the function would time out first."""
 
 
-class JobBusyError(RetryableError):
+class CanaryPendingError(NotStartedError):
+    """The request's canary target has not succeeded yet."""
+
+
+class JobBusyError(NotStartedError):
     """Another invocation holds the job's lock (a concurrent duplicate delivery)."""
+
+
+class LaneStoppedError(NotStartedError):
+    """Not started because an earlier call of the same rate key was throttled or out of time."""
+
+    def __init__(self, reason: str, cause: FanoutError | None = None) -> None:
+        super().__init__(reason)
+        self.cause = cause
 
 
 # Error codes AWS uses for rate limiting (botocore's standard retry mode list, plus a few
@@ -164,6 +176,32 @@ _CONNECTION_ERRORS = (
     ReadTimeoutError,
     ConnectionClosedError,
 )
+
+
+# Errors about the worker's own resources (its queues, its ledger table) that no retry fixes:
+# the deployment is wrong, not the message.
+_MISCONFIGURED_CODES = frozenset(
+    {
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        "InvalidAddress",
+        "ResourceNotFoundException",
+        "AccessDenied",
+        "AccessDeniedException",
+        "KMS.AccessDeniedException",
+    }
+)
+
+
+def own_resource_error(exc: BaseException, what: str) -> ConfigurationError | None:
+    """A :class:`ConfigurationError` when ``exc`` says the worker's own ``what`` (e.g. "the
+    dead-letter queue") does not exist or may not be used; None for anything else."""
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in _MISCONFIGURED_CODES:
+            message = exc.response.get("Error", {}).get("Message", "")
+            return ConfigurationError(f"{what}: {code}: {message}")
+    return None
 
 
 def classify_aws_error(  # noqa: PLR0911 - one return per error family reads best

@@ -1,56 +1,99 @@
-"""The job ledger: one record per job, for idempotency and for ``fanout status``.
+"""The job ledger: one record per job, the source of truth for "has this job ended, and how?".
 
-A job is *claimed* before it runs. A claim is granted when the job is new, waiting for a retry,
-previously failed, or held by a lock that has expired (its holder crashed or timed out). It is
-refused while the job has succeeded (the redelivery replays the stored result instead of running
-again) or while another invocation holds a live lock. Locks expire when the holder's function
-would have timed out, so a crashed instance never blocks a job for longer than its own timeout.
+States, and the only transitions the ledger allows (README, "life of a job")::
 
-Powertools' idempotency utility keys records by a payload hash and stores one response per key;
-the ledger also needs queries by request id, per-target attempts and errors, and claims for
-coalesced calls that cover several jobs, so it is written directly against DynamoDB here (see the
-README's design notes).
+    (none) | RETRY ───claim───▶ IN_PROGRESS ──finish──▶ SUCCEEDED | RETRY | UNCERTAIN | FAILING
+    UNCERTAIN | IN_PROGRESS (lock expired) ───claim (recovered)───▶ IN_PROGRESS
+    (none) | RETRY | UNCERTAIN ───hold for a letter───▶ FAILING
+    FAILING ──its dead letter was sent──▶ FAILED | NOT_RUN
+    FAILED | NOT_RUN ───claim, only from a message redriven from the DLQ───▶ IN_PROGRESS
+
+Invariants the worker's promises rest on:
+
+1. **One holder.** A claim and a finish are conditional writes (atomic per item in DynamoDB):
+   a job is claimed by one invocation at a time, and only the holder of the current claim token
+   can record its end.
+2. **A lock outlives its holder.** ``lock_expires`` is the holder's hard stop (Lambda ends an
+   invocation at its timeout) plus a margin; a claim after it is a *recovery*: the previous
+   holder is dead and its call may or may not have reached AWS. Recovery repeats an idempotent
+   call identically (a coalesced call's exact parameters are recorded with the claim) or looks
+   for the effect since the job's first claim (``created_at``); a call that can do neither is
+   not repeated.
+3. **No lost dead letter.** A job ends FAILED or NOT_RUN only after its dead letter was sent:
+   until then it is FAILING (under the lock of whoever writes the letter), and a delivery that
+   finds it FAILING with an expired lock writes the letter again.
+4. **Failed is final**: only a message redriven from the dead-letter queue may claim it again.
+
+``InMemoryLedger`` (one execution environment, when LEDGER_TABLE is unset) and
+``DynamoDBLedger`` implement the same rules (``claim_decision`` is shared) and are tested alike.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-import time
-import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Final, Protocol
 
-from botocore.exceptions import ClientError
-
-from tasks.base import Job
-
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
+from handler.deadline import Deadline
+from tasks.base import Job, TaskResult
 
 __all__ = [
+    "FINAL_STATES",
+    "LOCK_MARGIN_SECONDS",
+    "RECORD_TTL_SECONDS",
+    "CallRecord",
     "Claim",
-    "DynamoDBLedger",
-    "InMemoryLedger",
+    "Decision",
+    "Ending",
     "JobRecord",
+    "JobState",
     "Ledger",
-    "LedgerState",
+    "claim_decision",
+    "hold_decision",
+    "lock_until",
 ]
 
-RECORD_TTL_SECONDS = 14 * 24 * 3600  # as long as the DLQ keeps a message
-MAX_DETAIL_CHARS = 2048
-_MESSAGE_PK = "message#"  # request ids cannot contain '#', so these never meet a job
+RECORD_TTL_SECONDS: Final = 14 * 24 * 3600  # as long as the DLQ keeps a message
+# A lock outlives its holder's hard stop by this much: a request sent just before the stop
+# has been answered (or dropped) by the time anyone may recover the job.
+LOCK_MARGIN_SECONDS: Final = 10.0
+MAX_DETAIL_CHARS: Final = 2048
 
 
-class LedgerState(StrEnum):
-    IN_PROGRESS = "in_progress"
+def lock_until(now: float, deadline: Deadline) -> float:
+    """When the claims an invocation makes now expire: its hard stop plus the margin."""
+    return now + deadline.remaining_ms() / 1000.0 + LOCK_MARGIN_SECONDS
+
+
+class JobState(StrEnum):
+    IN_PROGRESS = "in_progress"  # claimed, under a lock
+    RETRY = "retry"  # known not to have taken effect; may be claimed again
+    UNCERTAIN = "uncertain"  # may have taken effect (5xx, timeout): the next claim recovers
+    FAILING = "failing"  # ended without success; its dead letter is being written (locked)
     SUCCEEDED = "succeeded"
-    RETRY = "retry"
-    FAILED = "failed"
-    # Retry, but the last attempt's outcome is unknown (non-idempotent call, 5xx/timeout).
-    UNCERTAIN = "uncertain"
+    FAILED = "failed"  # a failure of its own; dead-lettered
+    NOT_RUN = "not_run"  # held back by a request-wide control; dead-lettered
+    CANCELLED = "cancelled"  # its request was cancelled before it ran
+    DRY_RUN = "dry_run"  # a dry run's verdict (would run, or why not)
+
+
+FINAL_STATES: Final = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.NOT_RUN, JobState.CANCELLED, JobState.DRY_RUN}
+)
+
+
+class Decision(StrEnum):
+    """What a claim finds, and so what may happen to the job now."""
+
+    FRESH = "fresh"  # granted: nothing of it can have run
+    RECOVER = "recover"  # granted: an earlier attempt may have taken effect
+    REDRIVE = "redrive"  # granted: it had failed, and an operator sent it back
+    ENDED = "ended"  # refused: it has ended (replay its end, run nothing)
+    BUSY = "busy"  # refused: another invocation holds its live lock
+    LETTER = "letter"  # refused: it is FAILING and its letter writer died; write the letter
+    HELD = "held"  # granted by `hold`: this claim writes the job's dead letter
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,41 +103,142 @@ class JobRecord:
     task: str
     account: str
     region: str
-    state: LedgerState
+    state: JobState
     attempts: int = 0
     result_id: str | None = None
     error_class: str | None = None
     last_error: str | None = None
+    created_at: float = 0.0  # first claim: any effect of the job happened after it
     updated_at: float = 0.0
     lock_expires: float | None = None
     claim_token: str | None = None
+    # The call this job's current attempt belongs to (its idempotency key), when it is one
+    # that recovery must repeat identically.
+    call_ref: str | None = None
+    ending: JobState | None = None  # FAILING: the final state once the letter is sent
+    # Dead-lettered while an attempt's outcome was unknown: a redrive recovers, not reruns.
+    may_have_run: bool = False
+    message_id: str | None = None  # the message that first claimed it
     # The result's small detail (e.g. the invalidation's distribution): `fanout status --refresh`.
     detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def locked(self, now: float) -> bool:
+        return self.lock_expires is not None and self.lock_expires >= now
+
+
+def claim_decision(record: JobRecord | None, now: float, *, redriven: bool) -> Decision:
+    """The claim rule both ledgers apply (the DynamoDB ledger as conditions, too)."""
+    if record is None or record.state is JobState.RETRY:
+        return Decision.FRESH
+    state = record.state
+    if state in (JobState.IN_PROGRESS, JobState.FAILING) and record.locked(now):
+        return Decision.BUSY
+    if state is JobState.FAILING:
+        return Decision.LETTER
+    if state in (JobState.IN_PROGRESS, JobState.UNCERTAIN):
+        return Decision.RECOVER
+    if state in (JobState.FAILED, JobState.NOT_RUN) and redriven:
+        return Decision.RECOVER if record.may_have_run else Decision.REDRIVE
+    return Decision.ENDED
+
+
+def hold_decision(record: JobRecord | None, now: float) -> Decision:
+    """May a job be taken to FAILING for a letter? HELD, ENDED or BUSY."""
+    if record is None or record.state in (JobState.RETRY, JobState.UNCERTAIN):
+        return Decision.HELD
+    if record.state is JobState.FAILING and not record.locked(now):
+        return Decision.HELD
+    if record.state in (JobState.IN_PROGRESS, JobState.FAILING):
+        # Running, or its holder died mid-call: it is recovered by running, never lettered
+        # blind (that could letter a job that took effect).
+        return Decision.BUSY
+    return Decision.ENDED
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """A coalesced call, recorded with its claim so that recovery can repeat it identically."""
+
+    ref: str  # the call's idempotency key
+    task: str
+    account: str
+    region: str
+    params: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """The answer to "may I run this job now?"."""
+    """The answer to "may I run this job now?" (or "may I write its letter?")."""
 
-    granted: bool
-    record: JobRecord
-    # The previous holder's lock expired: its call may or may not have reached AWS.
-    recovered: bool = False
+    job: Job
+    decision: Decision
+    # Granted: the record as this claim wrote it. Refused: the record as found.
+    record: JobRecord | None
+    # Granted: what the record was before this claim (recovery reads created_at, call_ref).
+    previous: JobRecord | None = None
+
+    @property
+    def granted(self) -> bool:
+        return self.decision in (Decision.FRESH, Decision.RECOVER, Decision.REDRIVE, Decision.HELD)
+
+    @property
+    def token(self) -> str:
+        return self.record.claim_token or "" if self.record else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How a claimed job's attempt ended, to be recorded by its holder."""
+
+    claim: Claim
+    state: JobState
+    result: TaskResult | None = None
+    error_class: str | None = None
+    error: str | None = None
+    # FAILING keeps the lock (the letter is written under it) until this time.
+    lock_until: float | None = None
+    ending: JobState | None = None  # FAILING: FAILED or NOT_RUN
 
 
 class Ledger(Protocol):
-    def claim(self, job: Job, *, lock_seconds: float) -> Claim: ...
-
-    def finish(
+    def claim(
         self,
-        claim: Claim,
-        state: LedgerState,
+        jobs: Sequence[Job],
         *,
-        result_id: str | None = None,
-        error_class: str | None = None,
-        error: str | None = None,
-        detail: Mapping[str, Any] | None = None,
-    ) -> None: ...
+        lock_until: float,
+        calls: Mapping[str, CallRecord] | None = None,
+    ) -> list[Claim]:
+        """Claim each job (one answer per job, in order). ``calls`` maps job keys to the
+        coalesced call each granted job's attempt belongs to; it is recorded with the claim."""
+        ...
+
+    def record_calls(self, claims: Sequence[Claim], calls: Mapping[str, CallRecord]) -> None:
+        """Re-point held claims at the calls they were re-planned into."""
+        ...
+
+    def recorded_call(self, ref: str) -> CallRecord | None: ...
+
+    def finish(self, endings: Sequence[Ending]) -> list[bool]:
+        """Record each ending; False where the claim was no longer ours (its record wins)."""
+        ...
+
+    def hold(
+        self,
+        jobs: Sequence[Job],
+        *,
+        ending: JobState,
+        error_class: str,
+        error: str,
+        lock_until: float,
+    ) -> list[Claim]:
+        """Take jobs that are not running (new, RETRY, UNCERTAIN, or FAILING without a live
+        lock) to FAILING under a new lock, to dead-letter them. One answer per job: HELD, or
+        ENDED (nothing to do), or BUSY (running, or its holder died: it must be recovered)."""
+        ...
+
+    def lettered(self, claims: Sequence[Claim]) -> None:
+        """Their dead letter was sent: FAILING (held by these claims) -> its final state."""
+        ...
 
     def jobs(self, request_id: str) -> list[JobRecord]: ...
 
@@ -103,279 +247,12 @@ class Ledger(Protocol):
     def mark_dead_lettered(self, message_id: str) -> None: ...
 
 
-_MAY_HAVE_RUN = (LedgerState.IN_PROGRESS, LedgerState.UNCERTAIN)
-
-
-def _claimable(record: JobRecord | None, now: float, *, redriven: bool) -> bool:
-    """Failed is final (it was dead-lettered) unless an operator redrove the message."""
-    if record is None or record.state in (LedgerState.RETRY, LedgerState.UNCERTAIN):
-        return True
-    if record.state is LedgerState.FAILED:
-        return redriven
-    if record.state is LedgerState.IN_PROGRESS:
-        return record.lock_expires is not None and record.lock_expires < now
-    return False  # succeeded
-
-
-class InMemoryLedger:
-    """The ledger of one execution environment (used when LEDGER_TABLE is unset)."""
-
-    def __init__(self, clock: Callable[[], float] | None = None) -> None:
-        self._clock = clock or time.time
-        self._records: dict[tuple[str, str], JobRecord] = {}
-        self._dead_letters: set[str] = set()
-        self._lock = threading.Lock()
-
-    def claim(self, job: Job, *, lock_seconds: float) -> Claim:
-        now = self._clock()
-        with self._lock:
-            previous = self._records.get((job.request_id, job.key))
-            if not _claimable(previous, now, redriven=job.redriven):
-                assert previous is not None  # noqa: S101 - None is always claimable
-                return Claim(granted=False, record=previous)
-            attempts = (previous.attempts if previous else 0) + 1
-            record = _claimed(job, attempts, now + lock_seconds, uuid.uuid4().hex, now)
-            self._records[(job.request_id, job.key)] = record
-        recovered = previous is not None and previous.state in _MAY_HAVE_RUN
-        return Claim(granted=True, record=record, recovered=recovered)
-
-    def finish(
-        self,
-        claim: Claim,
-        state: LedgerState,
-        *,
-        result_id: str | None = None,
-        error_class: str | None = None,
-        error: str | None = None,
-        detail: Mapping[str, Any] | None = None,
-    ) -> None:
-        key = (claim.record.request_id, claim.record.job_key)
-        with self._lock:
-            current = self._records.get(key)
-            if current is None or current.claim_token != claim.record.claim_token:
-                return  # our lock expired and someone else holds the job now
-            self._records[key] = replace(
-                current,
-                state=state,
-                result_id=result_id,
-                error_class=error_class,
-                last_error=error,
-                detail=dict(detail or {}),
-                updated_at=self._clock(),
-                lock_expires=None,
-                claim_token=None,
-            )
-
-    def jobs(self, request_id: str) -> list[JobRecord]:
-        with self._lock:
-            return sorted(
-                (r for (rid, _), r in self._records.items() if rid == request_id),
-                key=lambda r: (r.account, r.region, r.job_key),
-            )
-
-    def dead_lettered(self, message_id: str) -> bool:
-        with self._lock:
-            return message_id in self._dead_letters
-
-    def mark_dead_lettered(self, message_id: str) -> None:
-        with self._lock:
-            self._dead_letters.add(message_id)
-
-
-class DynamoDBLedger:
-    """The shared ledger: ``pk`` = request id, ``sk`` = job key, TTL on ``expires_at``."""
-
-    def __init__(
-        self,
-        table: str,
-        client_factory: Callable[[], DynamoDBClient],
-        clock: Callable[[], float] | None = None,
-    ) -> None:
-        self._table = table
-        self._client_factory = client_factory
-        self._client: DynamoDBClient | None = None
-        self._clock = clock or time.time
-        self._lock = threading.Lock()
-
-    def _ddb(self) -> DynamoDBClient:
-        with self._lock:
-            if self._client is None:
-                self._client = self._client_factory()
-            return self._client
-
-    def claim(self, job: Job, *, lock_seconds: float) -> Claim:
-        now = self._clock()
-        token = uuid.uuid4().hex
-        try:
-            response = self._ddb().update_item(
-                TableName=self._table,
-                Key={"pk": {"S": job.request_id}, "sk": {"S": job.key}},
-                UpdateExpression=(
-                    "SET #state = :in_progress, lock_expires = :until, claim_token = :token, "
-                    "attempts = if_not_exists(attempts, :zero) + :one, task = :task, "
-                    "account = :account, #region = :region, updated_at = :now, "
-                    "created_at = if_not_exists(created_at, :now), expires_at = :ttl"
-                ),
-                ConditionExpression=(
-                    "attribute_not_exists(pk) OR #state IN (:retry, :uncertain, :failed) "
-                    "OR (#state = :in_progress AND lock_expires < :now)"
-                ),
-                ExpressionAttributeNames={"#state": "state", "#region": "region"},
-                ExpressionAttributeValues={
-                    ":in_progress": {"S": LedgerState.IN_PROGRESS.value},
-                    ":retry": {"S": LedgerState.RETRY.value},
-                    # Failed is final unless redriven: then it may be claimed again.
-                    ":failed": {"S": LedgerState.FAILED.value if job.redriven else "-"},
-                    ":uncertain": {"S": LedgerState.UNCERTAIN.value},
-                    ":until": {"N": _number(now + lock_seconds)},
-                    ":token": {"S": token},
-                    ":zero": {"N": "0"},
-                    ":one": {"N": "1"},
-                    ":task": {"S": job.task},
-                    ":account": {"S": job.account},
-                    ":region": {"S": job.region},
-                    ":now": {"N": _number(now)},
-                    ":ttl": {"N": str(int(now) + RECORD_TTL_SECONDS)},
-                },
-                ReturnValues="ALL_OLD",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
-            item: Mapping[str, Any] = exc.response.get("Item", {})  # type: ignore[assignment]
-            return Claim(granted=False, record=_record(item))
-        previous = response.get("Attributes", {})
-        recovered = previous.get("state", {}).get("S") in {s.value for s in _MAY_HAVE_RUN}
-        attempts = int(previous.get("attempts", {}).get("N", "0")) + 1
-        record = _claimed(job, attempts, now + lock_seconds, token, now)
-        return Claim(granted=True, record=record, recovered=recovered)
-
-    def finish(
-        self,
-        claim: Claim,
-        state: LedgerState,
-        *,
-        result_id: str | None = None,
-        error_class: str | None = None,
-        error: str | None = None,
-        detail: Mapping[str, Any] | None = None,
-    ) -> None:
-        values: dict[str, Any] = {
-            ":state": {"S": state.value},
-            ":now": {"N": _number(self._clock())},
-            ":token": {"S": claim.record.claim_token or ""},
-        }
-        sets = ["#state = :state", "updated_at = :now"]
-        for name, value in (
-            ("result_id", result_id),
-            ("error_class", error_class),
-            ("last_error", error),
-            ("detail", _detail_json(detail)),
-        ):
-            if value is not None:
-                sets.append(f"{name} = :{name}")
-                values[f":{name}"] = {"S": value}
-        try:
-            self._ddb().update_item(
-                TableName=self._table,
-                Key={"pk": {"S": claim.record.request_id}, "sk": {"S": claim.record.job_key}},
-                UpdateExpression="SET " + ", ".join(sets) + " REMOVE lock_expires, claim_token",
-                ConditionExpression="claim_token = :token",
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
-            # Our lock expired and another invocation claimed the job: its record wins.
-
-    def jobs(self, request_id: str) -> list[JobRecord]:
-        items: list[Mapping[str, Any]] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": request_id}},
-        }
-        while True:
-            page = self._ddb().query(**kwargs)
-            items.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        records = [_record(item) for item in items]
-        return sorted(records, key=lambda r: (r.account, r.region, r.job_key))
-
-    # A message dead-lettered whole (bad input) or in part is remembered by its id, so a
-    # duplicate delivery (its acknowledgement was lost) is not dead-lettered a second time.
-    def dead_lettered(self, message_id: str) -> bool:
-        item = self._ddb().get_item(
-            TableName=self._table,
-            Key={"pk": {"S": _MESSAGE_PK + message_id}, "sk": {"S": "dead-letter"}},
-            ConsistentRead=True,
-        )
-        return "Item" in item
-
-    def mark_dead_lettered(self, message_id: str) -> None:
-        self._ddb().put_item(
-            TableName=self._table,
-            Item={
-                "pk": {"S": _MESSAGE_PK + message_id},
-                "sk": {"S": "dead-letter"},
-                "expires_at": {"N": str(int(self._clock()) + RECORD_TTL_SECONDS)},
-            },
-        )
-
-
-def _claimed(job: Job, attempts: int, lock_expires: float, token: str, now: float) -> JobRecord:
-    """The record of a job just claimed: in progress under ``token`` until ``lock_expires``."""
-    return JobRecord(
-        request_id=job.request_id,
-        job_key=job.key,
-        task=job.task,
-        account=job.account,
-        region=job.region,
-        state=LedgerState.IN_PROGRESS,
-        attempts=attempts,
-        updated_at=now,
-        lock_expires=lock_expires,
-        claim_token=token,
-    )
-
-
-def _detail_json(detail: Mapping[str, Any] | None) -> str | None:
+def detail_json(detail: Mapping[str, Any] | None) -> str | None:
     if not detail:
         return None
     text = json.dumps(detail, sort_keys=True, default=str)
     return text if len(text) <= MAX_DETAIL_CHARS else None  # never a truncated document
 
 
-def _number(value: float) -> str:
-    return f"{value:.3f}"
-
-
-def _record(item: Mapping[str, Any]) -> JobRecord:
-    def s(name: str) -> str | None:
-        value = item.get(name, {}).get("S")
-        return str(value) if value is not None else None
-
-    def n(name: str) -> float | None:
-        value = item.get(name, {}).get("N")
-        return float(value) if value is not None else None
-
-    return JobRecord(
-        request_id=s("pk") or "",
-        job_key=s("sk") or "",
-        task=s("task") or "",
-        account=s("account") or "",
-        region=s("region") or "",
-        state=LedgerState(s("state") or LedgerState.RETRY.value),
-        attempts=int(n("attempts") or 0),
-        result_id=s("result_id"),
-        error_class=s("error_class"),
-        last_error=s("last_error"),
-        updated_at=n("updated_at") or 0.0,
-        lock_expires=n("lock_expires"),
-        claim_token=s("claim_token"),
-        detail=json.loads(s("detail") or "{}"),
-    )
+def sorted_records(records: Sequence[JobRecord]) -> list[JobRecord]:
+    return sorted(records, key=lambda r: (r.account, r.region, r.job_key))

@@ -1,63 +1,40 @@
-"""Deferral instead of sleeping: unfinished targets go back to the work queue with a delay.
+"""Deferral instead of sleeping: targets to retry go back to the work queue with a delay.
 
-Only the targets that must be retried are re-sent, as a v1 envelope with the same request id
-(so their job keys, and the ledger's records, stay the same), an attempt counter and a delay that
-grows exponentially with jitter. The function does not pay for waiting, and a throttled target
-does not burn the receive count of the others in its message.
+Only the targets that must be retried are re-sent, as a v1 envelope with the same request id,
+request block and options (so their job keys, their ledger records and their request's
+controls stay the same), their attempt and wait counters, and a delay (``handler.lifecycle``
+decides how long). The function does not pay for waiting, and a throttled target does not burn
+the receive count of the others in its message.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from handler.exceptions import (
-    CanaryPendingError,
-    DeadlineExceededError,
-    FanoutError,
-    JobBusyError,
-    QuotaExceededError,
-    ThrottledError,
-)
+from handler.contract import ATTEMPT_ATTRIBUTE, SOURCE_MESSAGE_ID_ATTRIBUTE, WAITS_ATTRIBUTE
+from handler.exceptions import own_resource_error
+from handler.lifecycle import MAX_DELAY_SECONDS
 
-__all__ = ["ATTEMPT_ATTRIBUTE", "MAX_DELAY_SECONDS", "Requeue", "attempt_of", "retry_delay"]
-
-ATTEMPT_ATTRIBUTE = "fanout.attempt"
-MAX_DELAY_SECONDS = 900  # SQS DelaySeconds limit
-
-# First delay per kind of error; doubled per attempt.
-_BASE_DELAY = (
-    (QuotaExceededError, 60.0),  # e.g. CloudFront's invalidations in progress: minutes
-    (ThrottledError, 10.0),
-    (JobBusyError, 30.0),
-    (CanaryPendingError, 10.0),
-    (DeadlineExceededError, 0.0),  # not started for lack of time: the next invocation can
-)
-_DEFAULT_BASE_DELAY = 5.0
+__all__ = ["Requeue", "counters_of"]
 
 
-def retry_delay(
-    error: FanoutError | None, attempt: int, rand: Callable[[], float] = random.random
-) -> int:
-    """Seconds to wait before attempt ``attempt + 1``: exponential, jittered, <= 15 minutes."""
-    base = next(
-        (seconds for kind, seconds in _BASE_DELAY if isinstance(error, kind)), _DEFAULT_BASE_DELAY
-    )
-    ceiling = min(float(MAX_DELAY_SECONDS), base * 2 ** max(0, attempt - 1))
-    # "Equal jitter": at least half the ceiling, so a retry never comes back at once.
-    return int(ceiling / 2 + rand() * ceiling / 2)
+def counters_of(record: Mapping[str, Any]) -> tuple[int, int]:
+    """(attempt, waits) of this delivery: the re-send counters plus SQS redeliveries of this
+    copy (a redelivery after a crash or timeout counts as an attempt)."""
+    attributes = record.get("messageAttributes", {})
 
+    def value(name: str, default: int) -> int:
+        try:
+            return max(default, int(attributes.get(name, {}).get("stringValue") or default))
+        except ValueError:
+            return default
 
-def attempt_of(record: Mapping[str, Any]) -> int:
-    """Which attempt this delivery is: the re-send counter plus SQS redeliveries of this copy."""
-    attribute = record.get("messageAttributes", {}).get(ATTEMPT_ATTRIBUTE, {})
     try:
-        sent_as = int(attribute.get("stringValue") or 1)
         received = int(record.get("attributes", {}).get("ApproximateReceiveCount") or 1)
     except ValueError:
-        return 1
-    return max(1, sent_as) + max(0, received - 1)
+        received = 1
+    return value(ATTEMPT_ATTRIBUTE, 1) + max(0, received - 1), value(WAITS_ATTRIBUTE, 0)
 
 
 class Requeue:
@@ -67,19 +44,25 @@ class Requeue:
         self.queue_url = queue_url
         self._sqs = sqs
 
-    def send(self, body: str, *, attempt: int, delay: int, source_message_id: str) -> bool:
+    def send(
+        self, body: str, *, attempt: int, waits: int, delay: int, source_message_id: str
+    ) -> None:
+        """Re-send ``body``; raises whatever SQS raises (the caller keeps the message)."""
         if not self.queue_url:
-            return False
-        self._sqs().send_message(
-            QueueUrl=self.queue_url,
-            MessageBody=body,
-            DelaySeconds=max(0, min(MAX_DELAY_SECONDS, delay)),
-            MessageAttributes={
-                ATTEMPT_ATTRIBUTE: {"DataType": "Number", "StringValue": str(attempt)},
-                "fanout.source_message_id": {
-                    "DataType": "String",
-                    "StringValue": source_message_id,
+            raise RuntimeError("no WORK_QUEUE_URL")  # callers check `queue_url` first
+        try:
+            self._sqs().send_message(
+                QueueUrl=self.queue_url,
+                MessageBody=body,
+                DelaySeconds=max(0, min(MAX_DELAY_SECONDS, delay)),
+                MessageAttributes={
+                    ATTEMPT_ATTRIBUTE: {"DataType": "Number", "StringValue": str(attempt)},
+                    WAITS_ATTRIBUTE: {"DataType": "Number", "StringValue": str(waits)},
+                    SOURCE_MESSAGE_ID_ATTRIBUTE: {
+                        "DataType": "String",
+                        "StringValue": source_message_id,
+                    },
                 },
-            },
-        )
-        return True
+            )
+        except Exception as exc:
+            raise own_resource_error(exc, f"the work queue ({self.queue_url})") or exc from exc

@@ -35,7 +35,10 @@ def call_with_retry(
     max_backoff: float = 4.0,
     on_retry: Callable[[FanoutError], None] | None = None,
 ) -> T:
-    """Call ``fn`` (which raises :class:`FanoutError`), retrying what is safe to retry."""
+    """Call ``fn`` (which raises :class:`FanoutError`), retrying what is safe to retry.
+
+    Longer than most for its fast path (see the comment below): the common case must not pay
+    for building a tenacity ``Retrying``."""
 
     def retryable(exc: BaseException) -> bool:
         if isinstance(exc, ThrottledError):

@@ -25,6 +25,11 @@ COUNTERS = (
     "JobsDeadLettered",
     "MessagesDeadLettered",
     "Throttles",
+    # Requests this worker finished, by how they ended.
+    "RequestsSucceeded",
+    "RequestsFailed",
+    "RequestsCancelled",
+    "RequestsStopped",
 )
 
 

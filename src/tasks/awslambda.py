@@ -21,9 +21,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from handler.exceptions import InvalidParamsError, TaskFailedError
-from tasks.base import Call, RateLimit, Task, TaskContext, TaskResult
-from tasks.registry import register
+from tasks.api import (
+    TARGET,
+    Access,
+    Call,
+    InvalidParamsError,
+    RateLimit,
+    Task,
+    TaskContext,
+    TaskFailedError,
+    TaskResult,
+    register,
+)
 
 PREVIEW_BYTES: Final = 1024  # of a RequestResponse payload kept in the result
 ERROR_MESSAGE_CHARS: Final = 300  # of a function's errorMessage kept in the failure reason
@@ -130,16 +139,21 @@ class InvokeTask(Task):
             },
         },
     }
-    iam_actions = ("lambda:InvokeFunction",)
-    # Invoke's own quota is 10x the account's concurrency; this keeps the fan-out polite.
-    rate = RateLimit(api="lambda:InvokeFunction", per_second=10.0, burst=10)
+    access = {TARGET: Access(actions=("lambda:InvokeFunction",))}
+    rate = RateLimit(
+        api="lambda:InvokeFunction",
+        per_second=10.0,
+        burst=10,
+        source="Lambda quotas bound Invoke by the function's concurrency (synchronous requests "
+        "per second: 10 x concurrency), not by a fixed rate; 10/s keeps the fan-out polite",
+    )
     idempotent = False  # Invoke has no client token
     # A synchronous invoke answers when the function returns (up to 15 minutes); the worker's
     # own deadline still bounds what it starts. Use invocation_type Event for long work.
     read_timeout = 900
 
     def resource_arns(
-        self, partition: str, account: str, params: Mapping[str, Any] | None
+        self, role: str, partition: str, account: str, params: Mapping[str, Any] | None
     ) -> tuple[str, ...]:
         if params is None:
             return (f"arn:{partition}:lambda:*:{account}:function:*",)
@@ -147,8 +161,18 @@ class InvokeTask(Task):
         # Invoking a version or alias is authorized on the qualified ARN.
         return (function, f"{function}:*")
 
-    def check(self, params: Mapping[str, Any]) -> None:
+    def check(self, params: Mapping[str, Any], *, account: str, region: str) -> None:
         ref = self._ref(params)
+        if ref.account is not None and ref.account != account:
+            raise self.fail(
+                f"function_name is in account {ref.account}, not in the target account "
+                f"{account}; target that account instead"
+            )
+        if ref.region is not None and ref.region != region:
+            raise self.fail(
+                f"function_name is in region {ref.region}, not in the target region "
+                f"{region}; set the target's region"
+            )
         qualifier = params.get("qualifier")
         if qualifier is not None and _QUALIFIER_RE.fullmatch(qualifier) is None:
             raise self.fail(f"qualifier {qualifier[:140]!r} is not a version or alias name")
@@ -160,16 +184,8 @@ class InvokeTask(Task):
     def run(self, ctx: TaskContext, call: Call) -> TaskResult:
         params = call.params
         ref = self._ref(params)
-        if ref.account is not None and ref.account != call.account:
-            raise self.fail(
-                f"function_name is in account {ref.account}, not in the target account "
-                f"{call.account}; target that account instead"
-            )
-        if ref.region is not None and ref.region != call.region:
-            raise self.fail(
-                f"function_name is in region {ref.region}, not in the target region "
-                f"{call.region}; set the target's region"
-            )
+        # Checked at parse time too; again here because a call never has to come from there.
+        self.check(params, account=call.account, region=call.region)
         invocation_type = str(params.get("invocation_type", "RequestResponse"))
         request: dict[str, Any] = {
             "FunctionName": params["function_name"],

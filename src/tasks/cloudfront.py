@@ -1,9 +1,12 @@
 """``cloudfront.invalidate``: CreateInvalidation, coalesced and idempotent.
 
 Jobs of one batch that target the same distribution become one invalidation with the union of
-their paths (minus paths a wildcard in the same set already covers). The CallerReference is
-derived from the requests, the target and the sorted paths, so a redelivered batch can never
-create a second invalidation in CloudFront: it returns the existing one.
+their paths (minus paths a wildcard in the same set already covers). Each call's CallerReference
+is derived from its requests, its target and its sorted paths; CloudFront answers a repeated
+CallerReference with the same batch by returning the existing invalidation, so repeating the
+identical call can never create a second one. That is the whole recovery story: a call whose
+answer was lost is simply made again, identically (the worker records a coalesced call's exact
+paths in its ledger so that a redelivery in another batch can repeat it).
 """
 
 from __future__ import annotations
@@ -11,23 +14,31 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypedDict
+from typing import Any, Final
 
-from tasks.base import Call, Job, RateLimit, Task, TaskContext, TaskResult
-from tasks.registry import register
+from botocore.exceptions import ClientError
+
+from tasks.api import (
+    GLOBAL_CONTROL_PLANE_REGION,
+    TARGET,
+    Access,
+    Call,
+    Job,
+    Progress,
+    RateLimit,
+    RemoteStatus,
+    Task,
+    TaskContext,
+    TaskResult,
+    register,
+)
 
 # CloudFront quotas per distribution for invalidations in progress.
-MAX_PATHS = 3000
-MAX_WILDCARD_PATHS = 15
-# Recovery looks at this many of the distribution's newest invalidations, this far back.
-RECOVERY_SCAN = 25
-RECOVERY_WINDOW = timedelta(hours=1)
-
-
-class InvalidateParams(TypedDict):
-    distribution_id: str
-    paths: list[str]
+MAX_PATHS: Final = 3000
+MAX_WILDCARD_PATHS: Final = 15
+# A coalesced call's paths are recorded in the ledger (DynamoDB items hold 400 KB): keep each
+# call's paths under this many bytes of JSON.
+MAX_CALL_PATH_BYTES: Final = 200_000
 
 
 def is_wildcard(path: str) -> bool:
@@ -49,8 +60,17 @@ def covered(path: str, by: Iterable[str]) -> bool:
     return any(p == path or (is_wildcard(p) and path.startswith(p[:-1])) for p in by)
 
 
-def caller_reference(call_key: Mapping[str, Any]) -> str:
-    digest = hashlib.sha256(json.dumps(call_key, sort_keys=True).encode()).hexdigest()
+def caller_reference(
+    request_ids: Sequence[str], account: str, distribution: str, paths: Sequence[str]
+) -> str:
+    """The CallerReference of one call: the same for the same requests, target and paths."""
+    key = {
+        "requests": list(request_ids),
+        "account": account,
+        "distribution_id": distribution,
+        "paths": list(paths),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     return f"fanout-{digest[:48]}"
 
 
@@ -85,23 +105,27 @@ class InvalidateTask(Task):
             },
         },
     }
-    iam_actions = (
-        "cloudfront:CreateInvalidation",
-        "cloudfront:GetInvalidation",
-        "cloudfront:ListInvalidations",  # recovery after a lost answer (find_previous)
+    access = {TARGET: Access(actions=("cloudfront:CreateInvalidation",))}
+    status_actions = ("cloudfront:GetInvalidation",)
+    rate = RateLimit(
+        api="cloudfront:CreateInvalidation",
+        per_second=2.0,
+        burst=2,
+        global_api=True,
+        source="unpublished: CloudFront documents quotas on invalidations in progress (3,000 "
+        "paths, 15 wildcards per distribution) but no request rate for CreateInvalidation; "
+        "2/s is a conservative assumption - set RATE_LIMITS to what your accounts sustain",
     )
-    # CloudFront's control-plane API is global and strict; a few calls per second per account.
-    rate = RateLimit(api="cloudfront:CreateInvalidation", per_second=2.0, burst=2, global_api=True)
-    idempotent = True  # deterministic CallerReference
+    idempotent = True  # deterministic CallerReference, and CloudFront deduplicates it
     quota_codes = frozenset({"TooManyInvalidationsInProgress"})
 
     def resource_arns(
-        self, partition: str, account: str, params: Mapping[str, Any] | None
+        self, role: str, partition: str, account: str, params: Mapping[str, Any] | None
     ) -> tuple[str, ...]:
         distribution = params["distribution_id"] if params else "*"
         return (f"arn:{partition}:cloudfront::{account}:distribution/{distribution}",)
 
-    def check(self, params: Mapping[str, Any]) -> None:
+    def check(self, params: Mapping[str, Any], *, account: str, region: str) -> None:
         wildcards = [p for p in reduce_paths(params["paths"]) if is_wildcard(p)]
         if len(wildcards) > MAX_WILDCARD_PATHS:
             raise self.fail(
@@ -116,6 +140,7 @@ class InvalidateTask(Task):
         calls: list[Call] = []
         for (account, distribution_id), group in groups.items():
             for packed, paths in _pack(group):
+                requests = sorted({job.request_id for job in packed})
                 calls.append(
                     Call(
                         task=self.name,
@@ -123,82 +148,71 @@ class InvalidateTask(Task):
                         region=packed[0].region,
                         params={"distribution_id": distribution_id, "paths": paths},
                         jobs=tuple(packed),
+                        idempotency_key=caller_reference(requests, account, distribution_id, paths),
                     )
                 )
         return calls
 
-    def find_previous(self, ctx: TaskContext, call: Call) -> TaskResult | None:
-        # The CallerReference of a coalesced call depends on which jobs shared its batch, so a
-        # call whose answer was lost is recognised by its effect instead: a recent fanout
-        # invalidation of this distribution that already covers every path of the call.
-        cloudfront = ctx.client("cloudfront")
-        distribution_id = call.params["distribution_id"]
-        since = datetime.now(UTC) - RECOVERY_WINDOW
-        listing = cloudfront.list_invalidations(
-            DistributionId=distribution_id, MaxItems=str(RECOVERY_SCAN)
-        )["InvalidationList"]
-        for item in listing.get("Items", []):
-            created = item.get("CreateTime")
-            if isinstance(created, datetime) and created.astimezone(UTC) < since:
-                continue
-            invalidation = cloudfront.get_invalidation(
-                DistributionId=distribution_id, Id=item["Id"]
-            )["Invalidation"]
-            batch = invalidation["InvalidationBatch"]
-            paths = batch["Paths"].get("Items", [])
-            if batch["CallerReference"].startswith("fanout-") and all(
-                covered(p, paths) for p in call.params["paths"]
-            ):
-                return TaskResult(
-                    resource_id=invalidation["Id"],
-                    detail={
-                        "distribution_id": distribution_id,
-                        "status": invalidation.get("Status", ""),
-                        "recovered": True,
-                    },
-                )
-        return None
-
     def run(self, ctx: TaskContext, call: Call) -> TaskResult:
-        params = InvalidateParams(
-            distribution_id=call.params["distribution_id"], paths=list(call.params["paths"])
-        )
-        reference = caller_reference(
-            {
-                "requests": list(call.request_ids),
-                "account": call.account,
-                "distribution_id": params["distribution_id"],
-                "paths": params["paths"],
-            }
-        )
+        distribution_id = str(call.params["distribution_id"])
+        paths = list(call.params["paths"])
         response = ctx.client("cloudfront").create_invalidation(
-            DistributionId=params["distribution_id"],
+            DistributionId=distribution_id,
             InvalidationBatch={
-                "Paths": {"Quantity": len(params["paths"]), "Items": params["paths"]},
-                "CallerReference": reference,
+                "Paths": {"Quantity": len(paths), "Items": paths},
+                "CallerReference": call.idempotency_key,
             },
         )
         invalidation = response["Invalidation"]
         return TaskResult(
             resource_id=invalidation["Id"],
             detail={
-                "distribution_id": params["distribution_id"],
+                "distribution_id": distribution_id,
                 "status": invalidation.get("Status", ""),
-                "caller_reference": reference,
-                "paths": len(params["paths"]),
+                "caller_reference": call.idempotency_key,
+                "paths": len(paths),
             },
         )
 
+    def remote_status(self, ctx: TaskContext, result: TaskResult) -> RemoteStatus | None:
+        distribution = result.detail.get("distribution_id")
+        if not distribution:
+            return RemoteStatus("distribution not recorded")
+        cloudfront = ctx.client("cloudfront", region=GLOBAL_CONTROL_PLANE_REGION)
+        try:
+            invalidation = cloudfront.get_invalidation(
+                DistributionId=str(distribution), Id=result.resource_id
+            )["Invalidation"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchInvalidation":
+                return RemoteStatus("invalidation not found", Progress.FAILED)
+            raise
+        status = str(invalidation.get("Status", ""))
+        # CloudFront says "Completed" / "InProgress" (the emulator: upper case).
+        if status.lower() == "completed":
+            return RemoteStatus("Completed", Progress.SUCCEEDED)
+        if status.lower() == "inprogress":
+            return RemoteStatus("InProgress", Progress.PENDING)
+        return RemoteStatus(status or "unknown")
+
+
+def _fits(paths: Sequence[str]) -> bool:
+    size = len(json.dumps(list(paths)).encode())
+    wildcards = sum(map(is_wildcard, paths))
+    return (
+        len(paths) <= MAX_PATHS and wildcards <= MAX_WILDCARD_PATHS and size <= MAX_CALL_PATH_BYTES
+    )
+
 
 def _pack(jobs: Sequence[Job]) -> list[tuple[list[Job], list[str]]]:
-    """Greedily pack jobs into invalidations that stay within CloudFront's path quotas."""
+    """Greedily pack jobs into invalidations within CloudFront's path quotas (and a size that
+    the ledger can record)."""
     packs: list[tuple[list[Job], list[str]]] = []
     current: list[Job] = []
     current_paths: list[str] = []
     for job in jobs:
         merged = reduce_paths([*current_paths, *job.params["paths"]])
-        fits = len(merged) <= MAX_PATHS and sum(map(is_wildcard, merged)) <= MAX_WILDCARD_PATHS
-        if current and not fits:
+        if current and not _fits(merged):
             packs.append((current, current_paths))
             current, merged = [], reduce_paths(job.params["paths"])
         current.append(job)

@@ -22,12 +22,25 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Final
 
-from handler.exceptions import InvalidParamsError, TaskFailedError, TransientError
-from tasks.base import Call, RateLimit, Task, TaskContext, TaskResult
-from tasks.registry import get_task, register
-from tasks.ssm import MAX_COMMENT, job_token
+from tasks.api import (
+    ACCOUNT_ID_PATTERN,
+    REGION_PATTERN,
+    TARGET,
+    Access,
+    Call,
+    InvalidParamsError,
+    RemoteStatus,
+    Task,
+    TaskContext,
+    TaskFailedError,
+    TaskResult,
+    TransientError,
+    register,
+)
+from tasks.ssm import MAX_COMMENT, SEND_COMMAND_RATE, command_status, find_command, job_token
 
 DOCUMENT: Final = "AWS-RunPowerShellScript"
 DEFAULT_HOST_NAME_PATTERN: Final = "ip-{ip_dashed}"
@@ -44,8 +57,10 @@ INSTANCE_RE: Final = re.compile(r"i-(?:[0-9a-f]{8}|[0-9a-f]{17})", re.ASCII)
 DIRECTORY_INSTANCE_RE: Final = re.compile(
     r"(?:i-(?:[0-9a-f]{8}|[0-9a-f]{17})|mi-[0-9a-f]{17})", re.ASCII
 )
-ACCOUNT_RE: Final = re.compile(r"[0-9]{12}", re.ASCII)
-REGION_RE: Final = re.compile(r"[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}", re.ASCII)
+ACCOUNT_RE: Final = re.compile(ACCOUNT_ID_PATTERN.strip("^$"), re.ASCII)
+REGION_RE: Final = re.compile(REGION_PATTERN.strip("^$"), re.ASCII)
+# The account role of the directory host's account.
+DIRECTORY: Final = "directory"
 HOST_NAME_PATTERN_RE: Final = re.compile(
     r"(?:[A-Za-z0-9-]|\{instance_id\}|\{ip_dashed\})+", re.ASCII
 )
@@ -116,26 +131,55 @@ def powershell_script(
     ]
 
 
-class _DirectoryContext:
-    """The task context, with the directory account and region as the default target."""
-
-    def __init__(self, ctx: TaskContext, account: str, region: str) -> None:
-        self._ctx = ctx
-        self._account = account
-        self._region = region
-
-    @property
-    def account(self) -> str:
-        return self._account
-
-    @property
-    def region(self) -> str:
-        return self._region
-
-    def client(self, service: str, *, account: str | None = None, region: str | None = None) -> Any:
-        return self._ctx.client(
-            service, account=account or self._account, region=region or self._region
-        )
+PARAMS_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["instance_id", "zone_name", "directory_account", "directory_instance_id"],
+    "properties": {
+        "instance_id": {
+            "type": "string",
+            "pattern": f"^{INSTANCE_RE.pattern}$",
+            "description": "The launched instance, in the target account and region.",
+        },
+        "zone_name": {
+            "type": "string",
+            "maxLength": MAX_ZONE_NAME,
+            "pattern": f"^{ZONE_RE.pattern}$",
+            "description": "DNS zone on the directory server, e.g. corp.example.com.",
+        },
+        "directory_account": {
+            "type": "string",
+            "pattern": ACCOUNT_ID_PATTERN,
+            "description": "Account of the directory (DNS) host; must be in the worker's "
+            "ALLOWED_ACCOUNT_IDS (checked before any AssumeRole, like a target).",
+        },
+        "directory_instance_id": {
+            "type": "string",
+            "pattern": f"^{DIRECTORY_INSTANCE_RE.pattern}$",
+            "description": "Instance (i-...) or managed instance (mi-...) running the DNS "
+            "server, managed by SSM.",
+        },
+        "directory_region": {
+            "type": "string",
+            "pattern": REGION_PATTERN,
+            "description": "Region of the directory host (default: the target's region).",
+        },
+        "host_name_pattern": {
+            "type": "string",
+            "maxLength": 63,
+            "pattern": f"^{HOST_NAME_PATTERN_RE.pattern}$",
+            "description": "Record name: letters, digits, '-' and the placeholders "
+            "{instance_id} and {ip_dashed} (default ip-{ip_dashed}); it must render to one "
+            "DNS label.",
+        },
+        "ttl_seconds": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_TTL_SECONDS,
+            "description": "TTL of the A record (default: the zone's).",
+        },
+    },
+}
 
 
 @register
@@ -147,64 +191,26 @@ class RegisterInstanceTask(Task):
         "result is the command id."
     )
     service = "ssm"
-    params_schema = {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["instance_id", "zone_name", "directory_account", "directory_instance_id"],
-        "properties": {
-            "instance_id": {
-                "type": "string",
-                "pattern": f"^{INSTANCE_RE.pattern}$",
-                "description": "The launched instance, in the target account and region.",
-            },
-            "zone_name": {
-                "type": "string",
-                "maxLength": MAX_ZONE_NAME,
-                "pattern": f"^{ZONE_RE.pattern}$",
-                "description": "DNS zone on the directory server, e.g. corp.example.com.",
-            },
-            "directory_account": {
-                "type": "string",
-                "pattern": f"^{ACCOUNT_RE.pattern}$",
-                "description": "Account of the directory (DNS) host; must be in the worker's "
-                "ALLOWED_ACCOUNT_IDS.",
-            },
-            "directory_instance_id": {
-                "type": "string",
-                "pattern": f"^{DIRECTORY_INSTANCE_RE.pattern}$",
-                "description": "Instance (i-...) or managed instance (mi-...) running the DNS "
-                "server, managed by SSM.",
-            },
-            "directory_region": {
-                "type": "string",
-                "pattern": f"^{REGION_RE.pattern}$",
-                "description": "Region of the directory host (default: the target's region).",
-            },
-            "host_name_pattern": {
-                "type": "string",
-                "maxLength": 63,
-                "pattern": f"^{HOST_NAME_PATTERN_RE.pattern}$",
-                "description": "Record name: letters, digits, '-' and the placeholders "
-                "{instance_id} and {ip_dashed} (default ip-{ip_dashed}); it must render to one "
-                "DNS label.",
-            },
-            "ttl_seconds": {
-                "type": "integer",
-                "minimum": 0,
-                "maximum": MAX_TTL_SECONDS,
-                "description": "TTL of the A record (default: the zone's).",
-            },
-        },
+    params_schema = PARAMS_SCHEMA
+    access = {
+        # The launching account only describes its instance (no resource-level permissions).
+        TARGET: Access(unscoped=("ec2:DescribeInstances",)),
+        # The directory account runs the script on its DNS host, and looks commands up to
+        # recover an attempt whose outcome is unknown.
+        DIRECTORY: Access(actions=("ssm:SendCommand",), unscoped=("ssm:ListCommands",)),
     }
-    iam_actions = ("ec2:DescribeInstances", "ssm:SendCommand", "ssm:ListCommands")
-    # DescribeInstances and ListCommands have no resource-level permissions.
-    unscoped_actions = ("ec2:DescribeInstances", "ssm:ListCommands")
-    rate = RateLimit(api="ssm:SendCommand", per_second=5.0, burst=5)
+    status_actions = ("ssm:ListCommands",)
+    rate = SEND_COMMAND_RATE
     idempotent = False  # SendCommand has no client token (the script itself is idempotent)
 
+    def other_accounts(self, params: Mapping[str, Any]) -> Mapping[str, str]:
+        return {DIRECTORY: str(params["directory_account"])}
+
     def resource_arns(
-        self, partition: str, account: str, params: Mapping[str, Any] | None
+        self, role: str, partition: str, account: str, params: Mapping[str, Any] | None
     ) -> tuple[str, ...]:
+        if role != DIRECTORY:
+            return ()  # the target role's only action is unscoped
         document = f"arn:{partition}:ssm:*::document/{DOCUMENT}"
         if params is None:
             return (
@@ -217,7 +223,10 @@ class RegisterInstanceTask(Task):
             return (document, f"arn:{partition}:ssm:*:{account}:managed-instance/{host}")
         return (document, f"arn:{partition}:ec2:*:{account}:instance/{host}")
 
-    def check(self, params: Mapping[str, Any]) -> None:
+    def check(self, params: Mapping[str, Any], *, account: str, region: str) -> None:
+        ttl = params.get("ttl_seconds")
+        if ttl is not None and type(ttl) is not int:
+            raise self.fail(f"ttl_seconds must be a whole number of seconds, got {ttl!r}")
         zone_name(params["zone_name"])
         _full(INSTANCE_RE, params["instance_id"], "instance_id")
         _full(ACCOUNT_RE, params["directory_account"], "directory_account")
@@ -235,16 +244,23 @@ class RegisterInstanceTask(Task):
         account, region = self._directory(call)
         return (account, region, self.rate.api)
 
-    def find_previous(self, ctx: TaskContext, call: Call) -> TaskResult | None:
+    def find_previous(self, ctx: TaskContext, call: Call, *, since: datetime) -> TaskResult | None:
         # The command was sent in the directory account: look for its job token there.
         account, region = self._directory(call)
-        return get_task("ssm.send_command").find_previous(
-            _DirectoryContext(ctx, account, region), call
+        return find_command(
+            ctx.client("ssm", account=account, region=region), job_token(call), since
         )
+
+    def remote_status(self, ctx: TaskContext, result: TaskResult) -> RemoteStatus | None:
+        account = str(result.detail.get("directory_account", ""))
+        region = str(result.detail.get("directory_region", "")) or None
+        if not account:
+            return RemoteStatus("directory account not recorded")
+        return command_status(ctx.client("ssm", account=account, region=region), result.resource_id)
 
     def run(self, ctx: TaskContext, call: Call) -> TaskResult:
         params = call.params
-        self.check(params)
+        self.check(params, account=call.account, region=call.region)
         instance_id = str(params["instance_id"])
         ip = self._private_ip(ctx, instance_id)
         host = render_host_name(
@@ -274,6 +290,7 @@ class RegisterInstanceTask(Task):
                 "ip": str(ip),
                 "zone": zone,
                 "directory_account": account,
+                "directory_region": region,
                 "status": command.get("Status", ""),
             },
         )

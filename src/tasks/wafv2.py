@@ -16,17 +16,28 @@ from typing import Any, Final
 from botocore.exceptions import ClientError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from handler.credentials import partition_of
-from handler.exceptions import InvalidParamsError, TaskFailedError, TransientError
-from tasks.base import Call, RateLimit, Task, TaskContext, TaskResult
-from tasks.registry import register
+from tasks.api import (
+    GLOBAL_CONTROL_PLANE_REGION,
+    TARGET,
+    Access,
+    Call,
+    InvalidParamsError,
+    RateLimit,
+    Task,
+    TaskContext,
+    TaskFailedError,
+    TaskResult,
+    TransientError,
+    partition_of,
+    register,
+)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_ADDRESSES: Final = 10_000  # WAF quota: CIDRs per IP set
 LOCK_ATTEMPTS: Final = 5
 # CLOUDFRONT-scope resources live in us-east-1 (WAF for CloudFront exists only in `aws`).
-CLOUDFRONT_REGION: Final = "us-east-1"
+CLOUDFRONT_REGION: Final = GLOBAL_CONTROL_PLANE_REGION
 _ARN_SCOPE: Final = {"REGIONAL": "regional", "CLOUDFRONT": "global"}
 _VERSIONS: Final = {4: "IPV4", 6: "IPV6"}
 _LOCK_ERROR: Final = "WAFOptimisticLockException"
@@ -137,19 +148,26 @@ class UpdateIPSetTask(Task):
             },
         },
     }
-    iam_actions = ("wafv2:GetIPSet", "wafv2:UpdateIPSet")
-    rate = RateLimit(api="wafv2:UpdateIPSet", per_second=1.0, burst=2)
+    access = {TARGET: Access(actions=("wafv2:GetIPSet", "wafv2:UpdateIPSet"))}
+    rate = RateLimit(
+        api="wafv2:UpdateIPSet",
+        per_second=1.0,
+        burst=1,
+        source="AWS WAF quotas: at most 1 request per second per account and Region for any "
+        "individual Create, Put or Update action "
+        "(docs.aws.amazon.com/waf/latest/developerguide/limits.html)",
+    )
     idempotent = True  # a set union/difference: repeating it changes nothing
 
     def resource_arns(
-        self, partition: str, account: str, params: Mapping[str, Any] | None
+        self, role: str, partition: str, account: str, params: Mapping[str, Any] | None
     ) -> tuple[str, ...]:
         if params is None:
             return (f"arn:{partition}:wafv2:*:{account}:*/ipset/*/*",)
         scope = _ARN_SCOPE[str(params["scope"])]
         return (f"arn:{partition}:wafv2:*:{account}:{scope}/ipset/{params['name']}/{params['id']}",)
 
-    def check(self, params: Mapping[str, Any]) -> None:
+    def check(self, params: Mapping[str, Any], *, account: str, region: str) -> None:
         add = normalise(params.get("add", []))
         remove = normalise(params.get("remove", []))
         if not add and not remove:

@@ -7,6 +7,7 @@ through ``monkeypatch``, so nothing leaks into ``os.environ``.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -138,3 +139,23 @@ def depth(sqs: SQSClient) -> Callable[[str], tuple[int, int]]:
         )
 
     return count
+
+
+# How long a test waits for a message-move task to end (well under a second on an idle machine).
+MOVE_TASK_WAIT_S = 120
+
+
+@pytest.fixture
+def settled(sqs: SQSClient) -> Callable[[str], dict[str, Any]]:
+    """The newest message-move task of a source queue ARN, once it is no longer running."""
+
+    def wait(source_arn: str) -> dict[str, Any]:
+        deadline = time.monotonic() + MOVE_TASK_WAIT_S
+        while True:
+            [task] = sqs.list_message_move_tasks(SourceArn=source_arn)["Results"]
+            if task["Status"] not in ("RUNNING", "CANCELLING"):
+                return dict(task)
+            assert time.monotonic() < deadline, f"the move task did not end: {task}"
+            time.sleep(0.05)
+
+    return wait

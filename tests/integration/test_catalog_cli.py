@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import sys
+from importlib.metadata import version
 from typing import Any
 
 import pytest
@@ -70,6 +72,52 @@ def test_tasks_markdown_has_a_parameter_table_per_plugin(
         assert "| parameter | type | required | description and constraints |" in section
         for name in task.params_schema["properties"]:
             assert f"\n| `{name}` |" in section
+
+
+def test_tasks_with_a_name_shows_that_task_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    """GIVEN ``fanout tasks cloudfront.invalidate`` (table and json)
+    WHEN it runs
+    THEN it exits 0 and shows that task with each of its parameters, and no other task."""
+    assert main(["tasks", "cloudfront.invalidate"]) == 0
+    table = capsys.readouterr().out
+    listed = run_json(capsys, "tasks", "cloudfront.invalidate", "--output", "json")
+
+    assert [entry["name"] for entry in listed] == ["cloudfront.invalidate"]
+    assert table.startswith("cloudfront.invalidate\n")
+    for name in get_task("cloudfront.invalidate").params_schema["properties"]:
+        assert f"\n{name} " in table
+    assert not [
+        other for other in task_names() if other != "cloudfront.invalidate" and other in table
+    ]
+
+
+def test_tasks_with_an_unknown_name_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """GIVEN a task name no plugin registers WHEN ``fanout tasks NAME`` runs THEN exit 2 with
+    one line listing the known tasks."""
+    code = main(["tasks", "cloudfront.purge"])
+
+    out, err = capsys.readouterr()
+    assert (code, out, len(err.splitlines())) == (2, "", 1)
+    assert "known tasks: cloudfront.invalidate" in err
+
+
+def test_the_tasks_table_fits_a_100_column_terminal_without_cutting_anything(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GIVEN a 100-column terminal (COLUMNS=100)
+    WHEN ``fanout tasks`` runs
+    THEN no line is longer than 100 characters, nothing is cut with an ellipsis, and every
+    task name and IAM action appears whole."""
+    monkeypatch.setenv("COLUMNS", "100")
+
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+
+    assert max(len(line) for line in out.splitlines()) <= 100
+    assert "…" not in out
+    for task in all_tasks():
+        assert task.name in out
+        assert all(action in out for action in task.iam_actions)
 
 
 def test_policy_prints_the_target_role_statements(capsys: pytest.CaptureFixture[str]) -> None:
@@ -161,6 +209,22 @@ def test_top_level_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[s
     assert all(verb in out for verb in VERBS)
 
 
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """GIVEN ``fanout --version`` WHEN it runs THEN exit 0 and stdout names the version."""
+    code = main(["--version"])
+
+    assert (code, capsys.readouterr().out) == (0, f"fanout, version {version('fanout')}\n")
+
+
+def test_an_unknown_verb_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """GIVEN ``fanout purge`` WHEN it runs THEN exit 2 with one ``fanout: error:`` line."""
+    code = main(["purge"])
+
+    err = capsys.readouterr().err
+    assert (code, len(err.splitlines())) == (2, 1)
+    assert err.startswith("fanout: error: no such command 'purge'")
+
+
 def test_a_usage_error_is_one_line_on_stderr_with_exit_2(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -181,19 +245,30 @@ class _Terminal(io.StringIO):
 
 
 def test_colours_only_on_a_terminal_and_never_with_no_color(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """GIVEN a terminal, a pipe, and a terminal with NO_COLOR set
-    WHEN the CLI decides whether to colour
-    THEN only the terminal without NO_COLOR gets colours."""
-    monkeypatch.delenv("NO_COLOR", raising=False)
+    """GIVEN stderr on a terminal, on a pipe, and on a terminal with NO_COLOR set
+    WHEN a command fails
+    THEN only the terminal without NO_COLOR gets a coloured (red) ``error:``."""
     monkeypatch.setenv("TERM", "xterm-256color")
-    on_terminal = console.use_color(_Terminal())
-    on_pipe = console.use_color(io.StringIO())
-    monkeypatch.setenv("NO_COLOR", "1")
-    with_no_color = console.use_color(_Terminal())
+    main(["tasks", "no.such"])
+    on_pipe = capsys.readouterr().err
+    terminal = _Terminal()
+    with monkeypatch.context() as patched:
+        patched.setattr(sys, "stderr", terminal)
+        main(["tasks", "no.such"])
+        monkeypatch.setenv("NO_COLOR", "1")
+        with_no_color = _Terminal()
+        patched.setattr(sys, "stderr", with_no_color)
+        main(["tasks", "no.such"])
 
-    assert (on_terminal, on_pipe, with_no_color) == (True, False, False)
+    red = "\x1b[1;31m"
+    assert (red in terminal.getvalue(), red in on_pipe, red in with_no_color.getvalue()) == (
+        True,
+        False,
+        False,
+    )
+    assert "\x1b[" not in on_pipe
 
 
 def test_the_progress_bar_draws_only_on_a_terminal() -> None:
@@ -207,5 +282,5 @@ def test_the_progress_bar_draws_only_on_a_terminal() -> None:
         bar.close()
 
     assert "30/60" in terminal.getvalue()
-    assert terminal.getvalue().endswith("\r\x1b[2K")
+    assert terminal.getvalue().endswith("\x1b[2K")
     assert pipe.getvalue() == ""

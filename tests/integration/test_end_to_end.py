@@ -126,7 +126,8 @@ def test_published_task_runs_through_fanout_poll(
 def test_fanout_demo_finds_every_expected_effect() -> None:
     """GIVEN a fresh process (moto's state is per process)
     WHEN ``fanout demo`` runs
-    THEN it exits 0 and reports that all expected effects are present."""
+    THEN it exits 0 and reports that all expected effects are present, and the worker's JSON
+    logs (the poison message's dead-lettering) are on stderr, none on stdout."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FANOUT_"))}
 
     result = subprocess.run(
@@ -140,3 +141,5 @@ def test_fanout_demo_finds_every_expected_effect() -> None:
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all expected effects are present" in result.stdout
+    assert "dead-lettering message" in result.stderr
+    assert not [line for line in result.stdout.splitlines() if line.startswith("{")]

@@ -186,9 +186,10 @@ def test_a_failed_record_is_redelivered_then_dead_lettered(
 def test_a_handler_past_its_timeout_deletes_nothing(
     org: Organisation, sqs: SQSClient, depth: Callable[[str], tuple[int, int]]
 ) -> None:
-    """GIVEN a handler that answers only after the function timeout
+    """GIVEN an in-process handler that answers only after the function timeout
     WHEN the poller processes a batch
-    THEN nothing is deleted, as when Lambda stops a function that ran out of time."""
+    THEN nothing is deleted, as when Lambda stops a function that ran out of time, and the
+    invocation counts as timed out (not as a handler error)."""
     send(sqs, org.queue_url, "slow")
 
     def slow(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -199,5 +200,6 @@ def test_a_handler_past_its_timeout_deletes_nothing(
     poller = Poller(org.queue_url, handler=slow, sqs=sqs, function_timeout_s=0.2)
     poller.poll_once()
 
-    assert (poller.stats.handler_errors, poller.stats.deleted) == (1, 0)
+    assert (poller.stats.function_timeouts, poller.stats.handler_errors) == (1, 0)
+    assert poller.stats.deleted == 0
     assert depth(org.queue_url) == (0, 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,7 +67,7 @@ def test_many_targets_are_split_into_messages_sharing_one_request_id(
     capsys: pytest.CaptureFixture[str],
     read_queue: Callable[[str], list[dict[str, Any]]],
 ) -> None:
-    """GIVEN 120 target accounts
+    """GIVEN 120 target accounts (outside the emulator's allow-list: sent with --force)
     WHEN a task is published with the default of 50 targets per message
     THEN 3 messages carry 50, 50 and 20 targets under the one request id that was printed."""
     accounts = [f"{n:012d}" for n in range(100_000_000_000, 100_000_000_120)]
@@ -75,6 +76,7 @@ def test_many_targets_are_split_into_messages_sharing_one_request_id(
         [
             "publish",
             "ssm.send_command",
+            "--force",
             "--accounts",
             ",".join(accounts),
             "--param",
@@ -160,3 +162,119 @@ def test_a_prepared_legacy_body_is_sent_unchanged(
 
     assert code == 0
     assert bodies(read_queue(aws_env.queue_url)) == [legacy]
+
+
+# --- what a new user tripped over ---------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def publish_invalidation(*args: str) -> int:
+    return main(
+        [
+            "publish",
+            "cloudfront.invalidate",
+            "--target-param",
+            f"111111111111:distribution_id={DISTRIBUTION}",
+            *args,
+        ]
+    )
+
+
+def test_a_comma_separated_list_parameter_is_a_list_and_json_keeps_a_comma(
+    aws_env: Organisation, read_queue: Callable[[str], list[dict[str, Any]]]
+) -> None:
+    """GIVEN --param paths=/a.html,/b/* and a JSON list holding a path with a comma
+    WHEN the invalidation is published
+    THEN paths holds three items: the two comma-separated ones and the JSON one, whole."""
+    code = publish_invalidation(
+        "--accounts", "111111111111", "--param", "paths=/a.html,/b/*", "--param", 'paths=["/c,d"]'
+    )
+
+    (body,) = bodies(read_queue(aws_env.queue_url))
+    assert code == 0
+    assert body["params"]["paths"] == ["/a.html", "/b/*", "/c,d"]
+
+
+@pytest.mark.parametrize(("given", "sent"), [("3", 3), ("10%", "10%")])
+def test_canary_and_max_errors_flags_become_the_envelope_options(
+    aws_env: Organisation,
+    read_queue: Callable[[str], list[dict[str, Any]]],
+    given: str,
+    sent: int | str,
+) -> None:
+    """GIVEN --canary and --max-errors as a count or a percentage
+    WHEN the task is published
+    THEN the body's options say canary and max_errors (a count as a number)."""
+    code = publish_invalidation(
+        "--accounts", "111111111111", "--param", "paths=/x", "--canary", "--max-errors", given
+    )
+
+    (body,) = bodies(read_queue(aws_env.queue_url))
+    assert code == 0
+    assert body["options"] == {"canary": True, "max_errors": sent}
+
+
+def test_max_errors_that_is_neither_a_count_nor_a_percentage_is_a_usage_error(
+    aws_env: Organisation, capsys: pytest.CaptureFixture[str], depth: Callable[[str], Any]
+) -> None:
+    """GIVEN --max-errors lots WHEN publishing THEN exit 2, one line, nothing sent."""
+    code = publish_invalidation(
+        "--accounts", "111111111111", "--param", "paths=/x", "--max-errors", "lots"
+    )
+
+    err = capsys.readouterr().err
+    assert (code, len(err.splitlines())) == (2, 1)
+    assert "--max-errors" in err
+    assert depth(aws_env.queue_url) == (0, 0)
+
+
+def test_an_account_outside_allowed_account_ids_is_refused_unless_forced(
+    aws_env: Organisation,
+    capsys: pytest.CaptureFixture[str],
+    depth: Callable[[str], Any],
+    read_queue: Callable[[str], list[dict[str, Any]]],
+) -> None:
+    """GIVEN ALLOWED_ACCOUNT_IDS naming the emulator's two target accounts
+    WHEN a task for one of them and 999999999999 is published, then again with --force
+    THEN the first is refused (exit 2, one line naming the account and --force, nothing sent)
+    and the forced one is sent."""
+    args = (
+        "--accounts",
+        "111111111111,999999999999",
+        "--param",
+        "paths=/x",
+        "--target-param",
+        f"999999999999:distribution_id={DISTRIBUTION}",
+    )
+
+    refused = publish_invalidation(*args)
+    err = capsys.readouterr().err
+    queued = depth(aws_env.queue_url)
+    forced = publish_invalidation(*args, "--force")
+
+    assert (refused, len(err.splitlines()), queued) == (2, 1, (0, 0))
+    assert "999999999999" in err
+    assert "ALLOWED_ACCOUNT_IDS" in err
+    assert "--force" in err
+    assert "111111111111," not in err  # only the refused account is named
+    assert forced == 0
+    assert len(read_queue(aws_env.queue_url)) == 1
+
+
+def test_an_sqs_event_file_gets_a_hint_instead_of_a_schema_error(
+    aws_env: Organisation, capsys: pytest.CaptureFixture[str], depth: Callable[[str], Any]
+) -> None:
+    """GIVEN events/sqs-cloudfront-invalidate.json (an event for sam local invoke)
+    WHEN it is published with --file
+    THEN exit 2 with one line saying it is an SQS event and how to take a body out of it."""
+    event = ROOT / "events" / "sqs-cloudfront-invalidate.json"
+
+    code = main(["publish", "--file", str(event)])
+
+    err = capsys.readouterr().err
+    assert (code, len(err.splitlines())) == (2, 1)
+    assert "is an SQS event for sam local invoke, not a message body" in err
+    assert f"jq -r '.Records[0].body' {event} | fanout publish --file -" in err
+    assert "must contain" not in err
+    assert depth(aws_env.queue_url) == (0, 0)

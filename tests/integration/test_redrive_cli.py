@@ -76,27 +76,57 @@ def redrive_cli(
     return code, json.loads(out), err
 
 
-def test_without_filters_every_dead_letter_moves_back(
+def test_without_filters_the_move_task_moves_every_dead_letter_back(
     aws_env: Organisation,
     sqs: SQSClient,
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
     read_queue: ReadQueue,
-    depth: Depth,
+    settled: Callable[[str], dict[str, Any]],
 ) -> None:
-    """GIVEN three dead letters and an endpoint without the message-move task (the emulator)
+    """GIVEN three dead letters
     WHEN ``fanout redrive`` runs without filters
-    THEN it says it fell back to the copy loop, every body is in the work queue unchanged, the
-    DLQ is empty, and the exit code is 0."""
+    THEN it starts SQS's message-move task (no fallback note, no traceback anywhere), the task
+    completes, every body is in the work queue with its attributes as they were (the move task
+    keeps them), the DLQ is empty, and the exit code is 0."""
     bodies = {dead_letter(sqs, aws_env, task=t) for t in ("cloudfront.invalidate",) * 2}
     bodies.add(dead_letter(sqs, aws_env, task="ssm.send_command"))
 
-    code, result, err = redrive_cli(capsys, aws_env)
+    code = main(
+        ["redrive", "--from", aws_env.dlq_url, "--to", aws_env.queue_url, "--output", "json"]
+    )
+    out, err = capfd.readouterr()
+    result = json.loads(out)
+    task = settled(aws_env.dlq_arn)
 
     assert code == 0
-    assert (result["mode"], result["moved"]) == ("loop", 3)
-    assert "message-move task is not available" in err
-    assert {m["Body"] for m in read_queue(aws_env.queue_url)} == bodies
-    assert depth(aws_env.dlq_url) == (0, 0)
+    assert (result["mode"], result["approximate_messages"]) == ("move-task", 3)
+    assert result["task_handle"]
+    assert "note" not in result
+    assert "Traceback" not in out + err
+    assert (task["Status"], task["ApproximateNumberOfMessagesMoved"]) == ("COMPLETED", 3)
+    moved = read_queue(aws_env.queue_url)
+    assert {m["Body"] for m in moved} == bodies
+    assert all("fanout.reason" in m["MessageAttributes"] for m in moved)
+    assert read_queue(aws_env.dlq_url) == []
+
+
+def test_the_move_task_table_output_names_the_handle(
+    aws_env: Organisation,
+    sqs: SQSClient,
+    capsys: pytest.CaptureFixture[str],
+    settled: Callable[[str], dict[str, Any]],
+) -> None:
+    """GIVEN a dead letter WHEN ``fanout redrive`` runs without filters, table output
+    THEN it says it started a message-move task and how to follow it."""
+    dead_letter(sqs, aws_env)
+
+    code = main(["redrive", "--from", aws_env.dlq_url, "--to", aws_env.queue_url])
+    out = capsys.readouterr().out
+    settled(aws_env.dlq_arn)
+
+    assert code == 0
+    assert "started a message-move task: about 1 message(s)" in out
+    assert f"list-message-move-tasks --source-arn {aws_env.dlq_arn}" in out
 
 
 def test_a_filtered_out_dead_letter_stays_in_the_dlq_and_is_visible_again(
@@ -240,38 +270,29 @@ def test_max_moves_at_most_n_and_leaves_the_rest_visible(
     assert depth(aws_env.dlq_url) == (3, 0)
 
 
-def test_without_filters_the_message_move_task_is_used_when_available(
-    aws_env: Organisation, sqs: SQSClient, depth: Depth
+def test_an_endpoint_without_the_move_task_falls_back_to_the_copy_loop(
+    aws_env: Organisation, sqs: SQSClient, read_queue: ReadQueue, depth: Depth
 ) -> None:
-    """GIVEN an endpoint whose StartMessageMoveTask answers (faked on the client: the emulator
-    lacks it) and one dead letter
+    """GIVEN an endpoint whose StartMessageMoveTask answers InvalidAction (faked on the client:
+    the emulator has the task) and two dead letters
     WHEN the DLQ is redriven without filters
-    THEN the move task is started with the DLQ's ARN as source and the queue's as destination,
-    and the copy loop does not run (the letter is still in the DLQ)."""
-    dead_letter(sqs, aws_env)
-    calls: list[dict[str, Any]] = []
+    THEN the copy loop moves both, and the result says why the move task was not used."""
+    bodies = {dead_letter(sqs, aws_env), dead_letter(sqs, aws_env)}
     move_sqs = aws_env.ops_session().client("sqs", endpoint_url=aws_env.endpoint_url)
 
-    def record(params: dict[str, Any], **_: Any) -> None:
-        calls.append(dict(params))
+    def unsupported(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        error = {"Error": {"Code": "InvalidAction", "Message": "not here"}}
+        return AWSResponse("https://sqs", 400, {}, None), error
 
-    def started(**_: Any) -> tuple[AWSResponse, dict[str, Any]]:
-        return AWSResponse("https://sqs", 200, {}, None), {"TaskHandle": "handle-1"}
-
-    move_sqs.meta.events.register("provide-client-params.sqs.StartMessageMoveTask", record)
-    move_sqs.meta.events.register("before-call.sqs.StartMessageMoveTask", started)
+    move_sqs.meta.events.register("before-call.sqs.StartMessageMoveTask", unsupported)
 
     result = redrive(sqs, aws_env.dlq_url, aws_env.queue_url, move_sqs=move_sqs)
 
-    assert (result.mode, result.task_handle, result.approximate_messages) == (
-        "move-task",
-        "handle-1",
-        1,
-    )
-    assert [(c["SourceArn"], c["DestinationArn"]) for c in calls] == [
-        (aws_env.dlq_arn, aws_env.queue_arn)
-    ]
-    assert depth(aws_env.dlq_url) == (1, 0)
+    assert (result.mode, len(result.moved)) == ("loop", 2)
+    assert result.note is not None
+    assert "message-move task is not available" in result.note
+    assert {m["Body"] for m in read_queue(aws_env.queue_url)} == bodies
+    assert depth(aws_env.dlq_url) == (0, 0)
 
 
 def test_the_same_queue_for_from_and_to_is_a_usage_error(

@@ -8,12 +8,15 @@ table (``LEDGER_TABLE`` in ``aws_env``).
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
+import sys
 import threading
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -21,6 +24,9 @@ from fanout.cli import main
 from fanout.emulator import Organisation
 from fanout.poller import Handler, Poller
 from tasks.registry import task_names
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
 
 pytestmark = pytest.mark.integration
 
@@ -220,6 +226,50 @@ def test_some_failed_targets_exit_1_and_are_named_on_stderr(
     assert f"1 failed: {second.account}/{org.region}" in err
 
 
+def test_the_table_shows_the_last_error_whole(
+    org: Organisation,
+    worker: Handler,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GIVEN a target that failed with CloudFront's error
+    WHEN ``fanout status`` prints its table to a pipe, then on a 100-column terminal width
+    THEN the pipe gets the error class and message whole on the row, and the 100 columns get
+    every word of it wrapped, nothing cut."""
+    target = org.targets[0]
+    request_id = request_id_of(
+        publish(
+            capsys,
+            "cloudfront.invalidate",
+            "--accounts",
+            target.account,
+            "--param",
+            "paths=/failing.html",
+            "--target-param",
+            f"{target.account}:distribution_id={MISSING_DISTRIBUTION}",
+        )
+    )
+    poll(capsys)
+    _, report = status_json(capsys, request_id)
+    [row] = report["targets"]
+    error = " ".join(f"{row['error_class']}: {row['last_error']}".split())
+
+    piped_code, piped, _ = cli(capsys, "status", request_id)
+    monkeypatch.setenv("COLUMNS", "100")
+    _, narrow, _ = cli(capsys, "status", request_id)
+
+    assert piped_code == 1
+    [line] = [line for line in piped.splitlines() if line.startswith(target.account)]
+    assert line.endswith(error)
+    lines = narrow.splitlines()
+    column = lines[0].index("last error")
+    first = next(n for n, line in enumerate(lines) if line.startswith(target.account))
+    wrapped = "".join(line[column:] for line in lines[first:] if line.strip())
+    assert max(len(line) for line in lines) <= 100
+    assert "…" not in narrow
+    assert wrapped.replace(" ", "").startswith(error.replace(" ", ""))
+
+
 def test_an_unknown_request_id_exits_2_with_one_line(
     aws_env: Organisation, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -230,7 +280,8 @@ def test_an_unknown_request_id_exits_2_with_one_line(
 
     assert (code, out) == (2, "")
     assert len(err.splitlines()) == 1
-    assert err.startswith("fanout: error: no ledger records for request")
+    assert err.startswith("fanout: error: no record of request ")
+    assert "an unknown id, or not picked up by the worker yet" in err
 
 
 def test_without_a_ledger_table_status_is_a_usage_error(
@@ -278,13 +329,15 @@ def test_watch_of_an_unknown_request_gives_up_after_its_timeout(
 ) -> None:
     """GIVEN a request id nothing will ever process
     WHEN ``fanout status --watch --timeout 1`` runs
-    THEN it stops after the timeout with exit code 2."""
+    THEN it waits (a request not picked up yet is not an error), then stops after the timeout
+    with exit code 3 (timed out), saying it waited."""
+    request_id = new_request_id()
     code, _, err = cli(
-        capsys, "status", new_request_id(), "--watch", "--interval", "0.2", "--timeout", "1"
+        capsys, "status", request_id, "--watch", "--interval", "0.2", "--timeout", "1"
     )
 
-    assert code == 2
-    assert "no ledger records" in err
+    assert code == 3
+    assert f"no record of request {request_id} in table fanout-ledger after waiting 1 s" in err
 
 
 # --- the other registered plugins --------------------------------------------------------------
@@ -418,7 +471,7 @@ def test_publish_json_names_the_request_and_the_command_to_follow_it(
     assert code == 0
     assert published["request_ids"] == [request_id]
     assert (published["messages"], published["jobs"]) == (1, 1)
-    assert published["follow"] == [f"fanout status {request_id}"]
+    assert published["follow"] == [f"fanout status {request_id} --watch"]
 
 
 def test_poll_json_reports_what_the_run_did(
@@ -434,3 +487,36 @@ def test_poll_json_reports_what_the_run_did(
 
     assert code == 0
     assert (stats["batches"], stats["records"], stats["deleted"], stats["ok"]) == (1, 1, 1, True)
+
+
+def test_poll_json_is_the_only_thing_on_stdout_the_worker_logs_go_to_stderr(
+    aws_env: Organisation, sqs: SQSClient
+) -> None:
+    """GIVEN a message that is not JSON (the worker logs an error as it dead-letters it)
+    WHEN ``fanout poll --until-empty -o json`` runs as a command (a fresh process)
+    THEN stdout parses as one JSON document (``| python -m json.tool`` works) and the
+    worker's JSON log line is on stderr."""
+    sqs.send_message(QueueUrl=aws_env.queue_url, MessageBody="not json {")
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fanout",
+            "poll",
+            "--until-empty",
+            "--time-limit",
+            "30",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=dict(os.environ),
+        check=False,
+    )
+
+    stats = json.loads(result.stdout)
+    assert (result.returncode, stats["records"], stats["deleted"]) == (0, 1, 1), result.stderr
+    assert "dead-lettering message" in result.stderr

@@ -60,7 +60,7 @@ EMF_METRICS = {
 # An "EC2 Instance Launch Successful" event as EventBridge delivers it (AWS documentation sample,
 # group renamed to one of DNS's groups); the same file documents the trigger in events/.
 ASG_LAUNCH_EVENT: dict[str, Any] = json.loads(
-    (Path(__file__).resolve().parents[2] / "events" / "eventbridge-asg-launch.json").read_text()
+    (Path(__file__).resolve().parents[2] / "events" / "eventbridge" / "asg-launch.json").read_text()
 )
 
 

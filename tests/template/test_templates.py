@@ -45,8 +45,11 @@ FUNCTION_ENVIRONMENT = {
     "WORK_QUEUE_URL",
     "LEDGER_TABLE",
     "MAX_ATTEMPTS",
+    "EVENT_BUS_NAME",
+    "RESULTS_BUCKET",
     "AWS_STS_REGIONAL_ENDPOINTS",
     "TRACING",
+    "AWS_ENDPOINT_URL",  # empty in AWS; the local kit points it at the emulator
 }
 TARGET_ROLE_ARN = {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role${TargetRolePath}${TargetRoleName}"}
 
@@ -367,3 +370,15 @@ def test_every_parameter_is_in_a_console_parameter_group(template: dict[str, Any
     assert sorted(grouped) == sorted(template["Parameters"]), set(grouped) ^ set(
         template["Parameters"]
     )
+
+
+def test_the_role_name_defaults_are_the_worker_s(
+    template: dict[str, Any], target_role: dict[str, Any]
+) -> None:
+    """GIVEN the worker's default target role name (the CLI's and the emulator's default too)
+    WHEN the two templates' role name parameters are read
+    THEN both default to it: a stack deployed with defaults is the role the tools assume."""
+    from handler.settings import DEFAULT_TARGET_ROLE_NAME  # noqa: PLC0415
+
+    assert template["Parameters"]["TargetRoleName"]["Default"] == DEFAULT_TARGET_ROLE_NAME
+    assert target_role["Parameters"]["RoleName"]["Default"] == DEFAULT_TARGET_ROLE_NAME

@@ -321,7 +321,7 @@ def test_a_qualifier_contradicting_the_one_in_the_name_is_refused() -> None:
     WHEN the plugin checks the params
     THEN InvalidParamsError names both qualifiers."""
     with pytest.raises(InvalidParamsError, match=r"'live'.*'blue'"):
-        TASK.check({"function_name": "f:live", "qualifier": "blue"})
+        TASK.check({"function_name": "f:live", "qualifier": "blue"}, account=ACCOUNT, region=REGION)
 
 
 def test_any_json_payload_and_only_the_two_invocation_types_are_accepted() -> None:
@@ -346,7 +346,7 @@ def test_session_policy_allows_the_function_and_its_qualifiers_only() -> None:
     THEN it allows InvokeFunction on that function and its versions/aliases in the account."""
     params = {"function_name": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:cache-warmer:live"}
 
-    policy = json.loads(session_policy(TASK, "aws", ACCOUNT, params))
+    policy = json.loads(session_policy(TASK, "aws", ACCOUNT, params=params))
 
     [statement] = policy["Statement"]
     assert statement["Action"] == ["lambda:InvokeFunction"]

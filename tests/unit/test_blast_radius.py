@@ -99,8 +99,8 @@ def test_a_failed_canary_holds_back_the_other_targets(
 ) -> None:
     """GIVEN options.canary and a first target that fails (missing distribution)
     WHEN the handler processes the message
-    THEN only the canary was attempted, and every target is dead-lettered, the others with
-    "not run: canary target ... failed"."""
+    THEN only the canary was attempted, and every target is dead-lettered: the canary with its
+    failure, the others in a letter of their own "not run: canary target ... failed"."""
     first, second, third = TARGET_ACCOUNTS[:3]
     targets = [(first, "EMISSING01"), (second, create_distribution(second))]
     targets.append((third, create_distribution(third)))
@@ -112,9 +112,11 @@ def test_a_failed_canary_holds_back_the_other_targets(
 
     assert failures(response) == []
     assert [c["DistributionId"] for c in api_calls.of("CreateInvalidation")] == ["EMISSING01"]
-    [letter] = dead_letters()
-    assert len(json.loads(letter["body"])["targets"]) == 3
-    assert letter["fanout.targets"].count("/") == 3
+    letters = {letter["fanout.error_class"]: letter for letter in dead_letters()}
+    assert sorted(letters) == ["NotRunError", "TaskFailedError"]
+    assert len(json.loads(letters["TaskFailedError"]["body"])["targets"]) == 1
+    assert len(json.loads(letters["NotRunError"]["body"])["targets"]) == 2
+    assert "canary target" in letters["NotRunError"]["fanout.reason"]
 
 
 def test_a_successful_canary_lets_the_fan_out_continue(context: FakeLambdaContext) -> None:
@@ -134,7 +136,8 @@ def test_max_errors_stops_the_fan_out_after_too_many_failures(
 ) -> None:
     """GIVEN five targets that would all fail and options.max_errors=1 (one lane at a time)
     WHEN the handler processes the message
-    THEN it stops after the second failure: two calls made, five targets dead-lettered."""
+    THEN it stops after the second failure: two calls made, five targets dead-lettered (two
+    failed, three not run)."""
     monkeypatch.setenv("MAX_WORKERS", "1")
     app.reset()
     targets = [(a, "EMISSING01") for a in TARGET_ACCOUNTS]
@@ -143,8 +146,11 @@ def test_max_errors_stops_the_fan_out_after_too_many_failures(
     lambda_handler(sqs_event(sqs_record(invalidate(targets, options={"max_errors": 1}))), context)
 
     assert api_calls.count("CreateInvalidation") == 2
-    [letter] = dead_letters()
-    assert len(json.loads(letter["body"])["targets"]) == 5
+    counts = {
+        letter["fanout.error_class"]: len(json.loads(letter["body"])["targets"])
+        for letter in dead_letters()
+    }
+    assert counts == {"TaskFailedError": 2, "NotRunError": 3}
 
 
 def test_max_errors_as_a_percentage_of_targets(
@@ -168,7 +174,8 @@ def test_dry_run_validates_and_reports_but_touches_nothing(
     context: FakeLambdaContext, api_calls: ApiCalls
 ) -> None:
     """GIVEN options.dry_run on a valid message
-    WHEN processed THEN no role is assumed, no API is called, nothing is dead-lettered."""
+    WHEN processed THEN the role is assumed (a pre-flight: would the target run?) but the
+    task's API is not called, nothing is dead-lettered, and the ledger says "would run"."""
     account = TARGET_ACCOUNTS[0]
     dist = create_distribution(account)
     api_calls.calls.clear()
@@ -178,7 +185,8 @@ def test_dry_run_validates_and_reports_but_touches_nothing(
     )
 
     assert failures(response) == []
-    assert api_calls.count("AssumeRole") == api_calls.count("CreateInvalidation") == 0
+    assert api_calls.count("AssumeRole") == 1
+    assert api_calls.count("CreateInvalidation") == 0
     assert invalidations(account, dist) == []
     assert dead_letters() == []
 

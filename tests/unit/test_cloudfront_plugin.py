@@ -47,14 +47,10 @@ def make_job(
 
 
 def make_call(paths: Sequence[str], *, request_ids: Sequence[str] = ("req-1",)) -> Call:
-    jobs = tuple(make_job(r, paths, index=i) for i, r in enumerate(request_ids))
-    return Call(
-        task="cloudfront.invalidate",
-        account=ACCOUNT_A,
-        region="us-east-1",
-        params={"distribution_id": DIST_A, "paths": list(paths)},
-        jobs=jobs,
-    )
+    """The one call the plugin plans for jobs of these requests on one distribution."""
+    jobs = [make_job(r, paths, index=i) for i, r in enumerate(request_ids)]
+    [call] = get_task("cloudfront.invalidate").plan(jobs)
+    return call
 
 
 def covered(path: str, by: Sequence[str]) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +15,9 @@ from botocore.exceptions import ClientError
 from handler import app
 from handler.app import lambda_handler
 from handler.envelope import parse_message
-from handler.ledger import DynamoDBLedger, LedgerState
+from handler.ledger import JobState
+from handler.ledger_dynamodb import DynamoDBLedger
+from handler.ledger_memory import InMemoryLedger
 from tests.unit.fakes import (
     TARGET_ACCOUNTS,
     ApiCalls,
@@ -116,13 +119,12 @@ def test_a_crashed_attempt_is_recovered_without_running_the_command_again(
     def crash(*args: Any, **kwargs: Any) -> None:
         raise SystemExit("killed after SendCommand")
 
-    monkeypatch.setattr("handler.ledger.DynamoDBLedger.finish", crash)
+    monkeypatch.setattr(DynamoDBLedger, "finish", crash)
     with pytest.raises(SystemExit):
         lambda_handler(sqs_event(sqs_record(body, message_id="m-1")), context)
-    monkeypatch.setattr("handler.ledger.DynamoDBLedger.finish", original_finish)
-    # The lock lasted until the dead invocation's timeout; time passes beyond it.
-    monkeypatch.setattr("handler.ledger.time.time", lambda: 4_000_000_000.0)
-    app.reset()
+    monkeypatch.setattr(DynamoDBLedger, "finish", original_finish)
+    # The lock lasted until the dead invocation's timeout; the next worker's clock is past it.
+    app.reset(clock=lambda: 4_000_000_000.0)
 
     response = lambda_handler(
         sqs_event(sqs_record(body, message_id="m-1", receive_count=2)), context
@@ -131,8 +133,9 @@ def test_a_crashed_attempt_is_recovered_without_running_the_command_again(
     assert failures(response) == []
     [command] = commands_in(TARGET_ACCOUNTS[0])
     items = boto3.client("dynamodb").scan(TableName=table)["Items"]
-    assert [(i["state"]["S"], i["result_id"]["S"]) for i in items] == [
-        (LedgerState.SUCCEEDED.value, command["CommandId"])
+    jobs = [i for i in items if i["pk"]["S"] == "req-ssm" and not i["sk"]["S"].startswith("#")]
+    assert [(i["state"]["S"], i["result_id"]["S"]) for i in jobs] == [
+        (JobState.SUCCEEDED.value, command["CommandId"])
     ]
 
 
@@ -141,12 +144,14 @@ def test_a_job_held_by_a_live_invocation_is_not_run_concurrently(
 ) -> None:
     """GIVEN a concurrent delivery whose invocation holds the job's lock
     WHEN the handler gets the same message
-    THEN it does not run the job and returns the message for later."""
-    monkeypatch.setenv("LEDGER_TABLE", create_ledger_table())
+    THEN it does not run the job; without a work queue the message comes back later."""
+    table = create_ledger_table()
+    monkeypatch.setenv("LEDGER_TABLE", table)
     app.reset()
     body = ssm_body(TARGET_ACCOUNTS[:1])
     envelope = parse_message(body, message_id="m-1", default_region="us-east-1")
-    app._worker()._dispatcher._ledger.claim(envelope.jobs[0], lock_seconds=600)
+    other = DynamoDBLedger(table, lambda: boto3.client("dynamodb"))
+    other.claim(list(envelope.jobs), lock_until=time.time() + 600)
 
     record = sqs_record(body, message_id="m-1")
     response = lambda_handler(sqs_event(record), context)
@@ -320,6 +325,7 @@ def test_targets_never_started_keep_their_attempt_count(
     assert dead_letters() == []
     [deferred] = requeued(api_calls, work_queue)
     assert deferred["MessageAttributes"]["fanout.attempt"]["StringValue"] == "5"
+    assert deferred["MessageAttributes"]["fanout.waits"]["StringValue"] == "1"
 
 
 def test_a_job_whose_outcome_cannot_be_recorded_is_not_acknowledged(
@@ -335,7 +341,7 @@ def test_a_job_whose_outcome_cannot_be_recorded_is_not_acknowledged(
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise ClientError({"Error": {"Code": "ThrottlingException"}}, "UpdateItem")
 
-    monkeypatch.setattr("handler.ledger.InMemoryLedger.finish", refuse)
+    monkeypatch.setattr(InMemoryLedger, "finish", refuse)
     record = sqs_record(
         v1_body(
             "cloudfront.invalidate",
@@ -353,7 +359,8 @@ def test_a_coalesced_invalidation_with_a_lost_answer_is_not_issued_again(
 ) -> None:
     """GIVEN two messages coalesced into one CreateInvalidation that ran but answered 503
     WHEN one of them comes back alone (another batch, so another CallerReference)
-    THEN the worker recognises the earlier invalidation as its effect: no second reference."""
+    THEN the worker repeats the recorded call exactly (same paths, same CallerReference), which
+    CloudFront answers with the existing invalidation: no second reference."""
     account = TARGET_ACCOUNTS[0]
     dist = create_distribution(account)
     bodies = [

@@ -7,6 +7,8 @@ does the same for tenacity's backoff.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,11 +18,16 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from handler.clients import TargetClientKey
 from handler.deadline import Deadline
 from handler.dispatch import Dispatcher
+from handler.durations import CallDurations
+from handler.envelope import Envelope, parse_message
 from handler.exceptions import (
     DeadlineExceededError,
     JobBusyError,
+    LaneStoppedError,
+    NotStartedError,
     PermanentError,
     QuotaExceededError,
     RetryableError,
@@ -28,9 +35,13 @@ from handler.exceptions import (
     ThrottledError,
     TransientError,
 )
-from handler.ledger import InMemoryLedger, Ledger, LedgerState
-from handler.outcome import JobOutcome, JobState
+from handler.execute import CallRunner
+from handler.ledger import JobState, Ledger
+from handler.ledger_memory import InMemoryLedger
+from handler.outcome import JobOutcome, Result
 from handler.ratelimit import RateLimiter
+from handler.requests import RequestView
+from handler.telemetry import BatchMetrics
 from tasks.base import Job
 
 ACCOUNT_A = "111111111111"
@@ -79,39 +90,36 @@ class FakeAccountClient:
         return {"Command": {"CommandId": f"C-{self.account}", "Status": "Pending"}}
 
 
-class FakeSessions:
-    """Stands in for SessionCache: one fake client per account, every request recorded."""
+class FakeClients:
+    """Stands in for TargetClients: one fake client per account, every request recorded."""
 
     def __init__(self, failures: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.failures = failures or {}
         self.accounts: dict[str, FakeAccountClient] = {}
         self.requests: list[dict[str, Any]] = []
 
-    def client(
-        self,
-        service: str,
-        *,
-        account: str,
-        region: str,
-        request_id: str,
-        max_attempts: int = 2,
-        **_options: Any,  # e.g. the session policy: not what these tests are about
-    ) -> FakeAccountClient:
+    def client(self, key: TargetClientKey, *, request_id: str) -> FakeAccountClient:
         self.requests.append(
             {
-                "service": service,
-                "account": account,
-                "region": region,
+                "service": key.service,
+                "account": key.account,
+                "region": key.region,
                 "request_id": request_id,
-                "max_attempts": max_attempts,
+                "max_attempts": key.max_attempts,
             }
         )
         return self.accounts.setdefault(
-            account, FakeAccountClient(account, self.failures.get(account, {}))
+            key.account, FakeAccountClient(key.account, self.failures.get(key.account, {}))
         )
 
     def calls(self, account: str) -> list[str]:
         return self.accounts[account].calls if account in self.accounts else []
+
+    def services(self) -> set[str]:
+        return {r["service"] for r in self.requests}
+
+
+FakeSessions = FakeClients
 
 
 def invalidation(
@@ -122,7 +130,6 @@ def invalidation(
     *,
     dry_run: bool = False,
     index: int = 0,
-    **options: Any,  # canary, after_canary, max_errors
 ) -> Job:
     return Job(
         key=f"cf/{request_id}/{account}/{distribution_id}/{dry_run}",
@@ -134,7 +141,6 @@ def invalidation(
         message_id=f"msg-{request_id}",
         index=index,
         dry_run=dry_run,
-        **options,
     )
 
 
@@ -144,7 +150,6 @@ def command(
     document: str = "AWS-RunShellScript",
     *,
     dry_run: bool = False,
-    **options: Any,  # canary, after_canary, max_errors
 ) -> Job:
     return Job(
         key=f"ssm/{request_id}/{account}/{document}/{dry_run}",
@@ -156,48 +161,47 @@ def command(
         message_id=f"msg-{request_id}",
         index=0,
         dry_run=dry_run,
-        **options,
     )
 
 
 def dispatch(
-    sessions: FakeSessions,
+    clients: FakeClients,
     jobs: Sequence[Job],
     *,
     remaining_ms: int = 600_000,
     ledger: Ledger | None = None,
     max_workers: int = 4,
+    views: Mapping[str, RequestView] | None = None,
 ) -> dict[str, JobOutcome]:
-    dispatcher = Dispatcher(
-        sessions,  # type: ignore[arg-type]
-        RateLimiter(sleep=lambda _seconds: None),
-        ledger or InMemoryLedger(),
-        max_workers=max_workers,
-    )
-    return dispatcher.run(list(jobs), Deadline(remaining_ms=lambda: remaining_ms))
+    runner = CallRunner(clients, RateLimiter(sleep=lambda _seconds: None), CallDurations())
+    dispatcher = Dispatcher(ledger or InMemoryLedger(), runner, max_workers=max_workers)
+    deadline = Deadline(remaining_ms=lambda: remaining_ms)
+    return dispatcher.run(list(jobs), views or {}, deadline, BatchMetrics())
 
 
-def states(outcomes: Mapping[str, JobOutcome]) -> dict[str, JobState]:
-    return {key: outcome.state for key, outcome in outcomes.items()}
+def states(outcomes: Mapping[str, JobOutcome]) -> dict[str, Result]:
+    return {key: outcome.result for key, outcome in outcomes.items()}
 
 
 # --- behaviour ---------------------------------------------------------------------------------
 
 
-def test_dry_run_jobs_succeed_as_dry_run_without_any_aws_call() -> None:
+def test_dry_run_jobs_are_a_pre_flight_without_the_tasks_call() -> None:
     """GIVEN dry-run jobs of both plugins
     WHEN they are dispatched
-    THEN each succeeds with resource_id 'dry-run'
-    AND no client is requested and no AWS call is made."""
-    sessions = FakeSessions()
-    jobs = [invalidation("req-1", dry_run=True), command("req-2", dry_run=True)]
+    THEN each ends DRY_RUN "would run" (resource id 'dry-run'): a session was opened in its
+    account (the role is assumable) but neither CreateInvalidation nor SendCommand was made."""
+    clients = FakeClients()
+    jobs = [invalidation("req-1", dry_run=True), command("req-2", ACCOUNT_B, dry_run=True)]
 
-    outcomes = dispatch(sessions, jobs)
+    outcomes = dispatch(clients, jobs)
 
     assert {
-        k: (o.state, o.result.resource_id if o.result else None) for k, o in outcomes.items()
-    } == {job.key: (JobState.SUCCEEDED, "dry-run") for job in jobs}
-    assert sessions.requests == []
+        k: (o.result, o.task_result.resource_id if o.task_result else None)
+        for k, o in outcomes.items()
+    } == {job.key: (Result.DRY_RUN, "dry-run") for job in jobs}
+    assert clients.services() == {"sts"}
+    assert clients.calls(ACCOUNT_A) == clients.calls(ACCOUNT_B) == []
 
 
 def test_a_coalesced_call_that_succeeds_settles_all_its_jobs_with_its_result() -> None:
@@ -210,10 +214,10 @@ def test_a_coalesced_call_that_succeeds_settles_all_its_jobs_with_its_result() -
     outcomes = dispatch(sessions, jobs)
 
     assert sessions.calls(ACCOUNT_A) == [DIST_1]
-    assert {o.result.resource_id for o in outcomes.values() if o.result} == {
+    assert {o.task_result.resource_id for o in outcomes.values() if o.task_result} == {
         f"I-{ACCOUNT_A}-{DIST_1}"
     }
-    assert set(states(outcomes).values()) == {JobState.SUCCEEDED}
+    assert set(states(outcomes).values()) == {Result.SUCCEEDED}
 
 
 def test_a_permanent_error_fails_every_job_of_its_call_without_retry() -> None:
@@ -226,7 +230,7 @@ def test_a_permanent_error_fails_every_job_of_its_call_without_retry() -> None:
     outcomes = dispatch(sessions, jobs)
 
     assert sessions.calls(ACCOUNT_A) == [DIST_1]
-    assert states(outcomes) == {job.key: JobState.FAILED for job in jobs}
+    assert states(outcomes) == {job.key: Result.FAILED for job in jobs}
     assert all(isinstance(o.error, TaskFailedError) for o in outcomes.values())
 
 
@@ -236,8 +240,9 @@ def test_a_call_that_stays_throttled_sends_the_rest_of_its_lane_back_uncalled(
     """GIVEN account A with two distributions (one CloudFront rate lane) where the first is
     always throttled, and account B with a healthy distribution
     WHEN the jobs are dispatched
-    THEN the throttled call is retried, then both jobs of account A are RETRY with a
-    ThrottledError, the second distribution is never called,
+    THEN the throttled call is retried, then both jobs of account A are RETRY - the second one
+    not started (its lane stopped because of the throttle) - the second distribution is never
+    called,
     AND account B's lane is not affected."""
     sessions = FakeSessions({ACCOUNT_A: {DIST_1: "throttled"}})
     first = invalidation("req-a", ACCOUNT_A, DIST_1)
@@ -247,11 +252,14 @@ def test_a_call_that_stays_throttled_sends_the_rest_of_its_lane_back_uncalled(
     outcomes = dispatch(sessions, [first, second, elsewhere])
 
     assert states(outcomes) == {
-        first.key: JobState.RETRY,
-        second.key: JobState.RETRY,
-        elsewhere.key: JobState.SUCCEEDED,
+        first.key: Result.RETRY,
+        second.key: Result.RETRY,
+        elsewhere.key: Result.SUCCEEDED,
     }
-    assert isinstance(outcomes[second.key].error, ThrottledError)
+    stopped = outcomes[second.key].error
+    assert isinstance(stopped, LaneStoppedError)
+    assert isinstance(stopped.cause, ThrottledError)
+    assert not outcomes[second.key].started  # uncalled: it uses no attempt
     assert DIST_2 not in sessions.calls(ACCOUNT_A)
     assert len(sessions.calls(ACCOUNT_A)) > 1  # the throttled call itself was retried
 
@@ -266,7 +274,7 @@ def test_a_full_quota_defers_only_its_call_and_the_lane_goes_on() -> None:
 
     outcomes = dispatch(sessions, [first, second])
 
-    assert states(outcomes) == {first.key: JobState.RETRY, second.key: JobState.SUCCEEDED}
+    assert states(outcomes) == {first.key: Result.RETRY, second.key: Result.SUCCEEDED}
     assert isinstance(outcomes[first.key].error, QuotaExceededError)
 
 
@@ -280,7 +288,7 @@ def test_a_server_error_of_a_non_idempotent_call_is_not_repeated() -> None:
     outcomes = dispatch(sessions, [job])
 
     assert sessions.calls(ACCOUNT_A) == ["AWS-RunShellScript"]
-    assert outcomes[job.key].state is JobState.RETRY
+    assert outcomes[job.key].result is Result.RETRY
     assert isinstance(outcomes[job.key].error, TransientError)
 
 
@@ -294,7 +302,7 @@ def test_a_server_error_of_an_idempotent_call_is_retried_in_function(no_sleep: N
     outcomes = dispatch(sessions, [job])
 
     assert len(sessions.calls(ACCOUNT_A)) > 1
-    assert outcomes[job.key].state is JobState.RETRY
+    assert outcomes[job.key].result is Result.RETRY
 
 
 def test_clients_are_requested_in_the_target_with_botocore_retries_only_if_idempotent() -> None:
@@ -325,15 +333,15 @@ def test_clients_are_requested_in_the_target_with_botocore_retries_only_if_idemp
 
 
 def test_calls_are_not_started_without_time_to_finish_them() -> None:
-    """GIVEN a deadline with 4 s left (1 s after the 3 s safety margin)
+    """GIVEN a deadline with 3.5 s left (0.5 s after the 3 s safety margin, less than a call)
     WHEN jobs of both plugins are dispatched
     THEN every job is RETRY with DeadlineExceededError and no client is even requested."""
     sessions = FakeSessions()
     jobs = [invalidation("req-1"), command("req-2", ACCOUNT_B)]
 
-    outcomes = dispatch(sessions, jobs, remaining_ms=4_000)
+    outcomes = dispatch(sessions, jobs, remaining_ms=3_500)
 
-    assert states(outcomes) == {job.key: JobState.RETRY for job in jobs}
+    assert states(outcomes) == {job.key: Result.RETRY for job in jobs}
     assert all(isinstance(o.error, DeadlineExceededError) for o in outcomes.values())
     assert sessions.requests == []
 
@@ -343,18 +351,38 @@ def test_calls_are_not_started_without_time_to_finish_them() -> None:
 
 def test_max_errors_of_one_request_does_not_hold_back_another_requests_job() -> None:
     """GIVEN request A (max_errors=0) whose first distribution is missing and whose second is
-    shared with request B (no max_errors), in the same account, so both coalesce into one call
+    shared with request B (no max_errors), in the same account (one lane, in order)
     WHEN they are dispatched
     THEN A's second job is held back (not run) but B's job still succeeds."""
-    sessions = FakeSessions({ACCOUNT_A: {DIST_2: "missing"}})
-    a_missing = invalidation("req-a", ACCOUNT_A, DIST_2, index=0, max_errors=0)
-    a_shared = invalidation("req-a", ACCOUNT_A, DIST_1, index=1, max_errors=0)
+    clients = FakeClients({ACCOUNT_A: {DIST_2: "missing"}})
+    a_missing = invalidation("req-a", ACCOUNT_A, DIST_2, index=0)
+    a_shared = invalidation("req-a", ACCOUNT_A, DIST_1, index=1)
     b_shared = invalidation("req-b", ACCOUNT_A, DIST_1, paths=["/b.html"])
+    view = RequestView(None, envelope_of("req-a", '{"max_errors": 0}', targets=2))
 
-    outcomes = dispatch(sessions, [a_missing, a_shared, b_shared])
+    outcomes = dispatch(
+        clients, [a_missing, a_shared, b_shared], views={"req-a": view}, max_workers=1
+    )
 
-    assert outcomes[a_shared.key].state is JobState.FAILED
-    assert outcomes[b_shared.key].state is JobState.SUCCEEDED
+    assert outcomes[a_missing.key].result is Result.FAILED
+    assert outcomes[a_shared.key].result is Result.NOT_RUN
+    assert outcomes[b_shared.key].result is Result.SUCCEEDED
+
+
+def envelope_of(request_id: str, options: str, *, targets: int) -> Envelope:
+    """An envelope of ``request_id`` with ``targets`` targets and these options."""
+    body = {
+        "version": 1,
+        "task": "cloudfront.invalidate",
+        "request_id": request_id,
+        "targets": [
+            {"account": f"{n + 1:012d}", "params": {"distribution_id": DIST_1}}
+            for n in range(targets)
+        ],
+        "params": {"paths": ["/x"]},
+        "options": json.loads(options),
+    }
+    return parse_message(json.dumps(body), message_id="m", default_region="us-east-1")
 
 
 # --- the ledger --------------------------------------------------------------------------------
@@ -372,9 +400,9 @@ def test_a_job_the_ledger_holds_as_succeeded_is_replayed_without_a_call() -> Non
     outcomes = dispatch(again, [job], ledger=ledger)
 
     replayed = outcomes[job.key]
-    assert replayed.state is JobState.SUCCEEDED
-    assert replayed.result is not None
-    assert replayed.result.resource_id == f"I-{ACCOUNT_A}-{DIST_1}"
+    assert replayed.result is Result.SUCCEEDED
+    assert replayed.task_result is not None
+    assert replayed.task_result.resource_id == f"I-{ACCOUNT_A}-{DIST_1}"
     assert again.requests == []
 
 
@@ -384,12 +412,12 @@ def test_a_job_locked_by_another_invocation_is_retried_later_without_a_call() ->
     THEN it is RETRY with JobBusyError and no client is requested."""
     ledger = InMemoryLedger()
     job = invalidation("req-1")
-    ledger.claim(job, lock_seconds=900)
+    ledger.claim([job], lock_until=time.time() + 900)
     sessions = FakeSessions()
 
     outcomes = dispatch(sessions, [job], ledger=ledger)
 
-    assert outcomes[job.key].state is JobState.RETRY
+    assert outcomes[job.key].result is Result.RETRY
     assert isinstance(outcomes[job.key].error, JobBusyError)
     assert sessions.requests == []
 
@@ -397,7 +425,8 @@ def test_a_job_locked_by_another_invocation_is_retried_later_without_a_call() ->
 def test_every_outcome_is_recorded_in_the_ledger() -> None:
     """GIVEN one job that succeeds and one whose distribution is missing
     WHEN they are dispatched
-    THEN the ledger holds them as succeeded (with the invalidation id) and failed."""
+    THEN the ledger holds them as succeeded (with the invalidation id) and failing (its dead
+    letter is written next, by the settle step)."""
     ledger = InMemoryLedger()
     good = invalidation("req-1", ACCOUNT_A)
     bad = invalidation("req-1", ACCOUNT_B)
@@ -406,46 +435,46 @@ def test_every_outcome_is_recorded_in_the_ledger() -> None:
 
     records = {r.job_key: (r.state, r.result_id) for r in ledger.jobs("req-1")}
     assert records == {
-        good.key: (LedgerState.SUCCEEDED, f"I-{ACCOUNT_A}-{DIST_1}"),
-        bad.key: (LedgerState.FAILED, None),
+        good.key: (JobState.SUCCEEDED, f"I-{ACCOUNT_A}-{DIST_1}"),
+        bad.key: (JobState.FAILING, None),
     }
 
 
 class BrokenLedger(InMemoryLedger):
-    def claim(self, job: Job, *, lock_seconds: float) -> Any:
-        raise client_error("InternalServerError", 500, "UpdateItem")
+    def claim(self, jobs: Sequence[Job], **_: Any) -> Any:
+        raise client_error("InternalServerError", 500, "TransactWriteItems")
 
 
 def test_a_ledger_outage_sends_jobs_back_for_retry_without_running_them() -> None:
     """GIVEN a ledger whose claims fail with a DynamoDB 500
     WHEN jobs are dispatched
-    THEN each is RETRY with a TransientError and nothing runs (no claim, no call)."""
+    THEN each is RETRY, not started (no attempt used), and nothing runs (no claim, no call)."""
     sessions = FakeSessions()
     jobs = [invalidation("req-1"), command("req-2")]
 
     outcomes = dispatch(sessions, jobs, ledger=BrokenLedger())
 
-    assert states(outcomes) == {job.key: JobState.RETRY for job in jobs}
-    assert all(isinstance(o.error, TransientError) for o in outcomes.values())
+    assert states(outcomes) == {job.key: Result.RETRY for job in jobs}
+    assert all(isinstance(o.error, NotStartedError) and not o.started for o in outcomes.values())
     assert sessions.requests == []
 
 
 # --- every job, one outcome --------------------------------------------------------------------
 
 job_strategy = st.builds(
-    lambda kind, request, account, resource, dry, options: (
-        invalidation(request, account, resource, dry_run=dry, **options)
+    lambda kind, request, account, resource, dry: (
+        invalidation(request, account, resource, dry_run=dry)
         if kind == "cf"
-        else command(request, account, "AWS-RunShellScript", dry_run=dry, **options)
+        else command(request, account, "AWS-RunShellScript", dry_run=dry)
     ),
     st.sampled_from(["cf", "ssm"]),
     st.sampled_from(["req-1", "req-2", "req-3"]),
     st.sampled_from([ACCOUNT_A, ACCOUNT_B, ACCOUNT_C]),
     st.sampled_from([DIST_1, DIST_2]),
     st.booleans(),
-    st.sampled_from(
-        [{}, {"canary": True}, {"after_canary": True}, {"max_errors": 0}, {"max_errors": 1}]
-    ),
+)
+options_strategy = st.sampled_from(
+    ["{}", '{"canary": true}', '{"max_errors": 0}', '{"max_errors": 1}']
 )
 failure_strategy = st.dictionaries(
     st.sampled_from([ACCOUNT_A, ACCOUNT_B, ACCOUNT_C]),
@@ -458,9 +487,9 @@ failure_strategy = st.dictionaries(
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(st.lists(job_strategy, max_size=12), failure_strategy)
+@given(st.lists(job_strategy, max_size=12), failure_strategy, options_strategy)
 def test_every_job_gets_exactly_one_consistent_outcome(
-    no_sleep: None, jobs: list[Job], failures: dict[str, dict[str, str]]
+    no_sleep: None, jobs: list[Job], failures: dict[str, dict[str, str]], options: str
 ) -> None:
     """GIVEN any mix of live, dry-run, canary, gated and max_errors jobs over three accounts,
     with any failures injected
@@ -469,18 +498,22 @@ def test_every_job_gets_exactly_one_consistent_outcome(
     AND its state agrees with it: SUCCEEDED has a result, FAILED a permanent error, RETRY a
     retryable one."""
     unique = list({job.key: job for job in jobs}.values())
+    views = {
+        r: RequestView(None, envelope_of(r, options, targets=3))
+        for r in ("req-1", "req-2", "req-3")
+    }
 
-    outcomes = dispatch(FakeSessions(failures), unique)
+    outcomes = dispatch(FakeClients(failures), unique, views=views)
 
     assert sorted(outcomes) == sorted(job.key for job in unique)
     for key, outcome in outcomes.items():
         assert outcome.job.key == key
-        if outcome.state is JobState.SUCCEEDED:
-            assert outcome.result is not None
-            assert outcome.error is None
-        elif outcome.state is JobState.FAILED:
+        if outcome.result in (Result.SUCCEEDED, Result.DRY_RUN):
+            assert outcome.task_result is not None or outcome.error is not None
+        elif outcome.result in (Result.FAILED, Result.NOT_RUN):
             assert isinstance(outcome.error, PermanentError)
         else:
+            assert outcome.result is Result.RETRY
             assert isinstance(outcome.error, RetryableError)
 
 
@@ -495,7 +528,7 @@ def test_outcomes_do_not_depend_on_the_pool_size(max_workers: int) -> None:
     outcomes = dispatch(sessions, jobs, max_workers=max_workers)
 
     assert states(outcomes) == {
-        jobs[0].key: JobState.SUCCEEDED,
-        jobs[1].key: JobState.FAILED,
-        jobs[2].key: JobState.SUCCEEDED,
+        jobs[0].key: Result.SUCCEEDED,
+        jobs[1].key: Result.FAILED,
+        jobs[2].key: Result.SUCCEEDED,
     }

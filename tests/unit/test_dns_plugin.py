@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,7 @@ def test_a_pattern_that_does_not_render_to_one_dns_label_is_refused(pattern: str
     WHEN the plugin checks the params
     THEN InvalidParamsError is raised before any job runs."""
     with pytest.raises(InvalidParamsError):
-        TASK.check(params(host_name_pattern=pattern))
+        TASK.check(params(host_name_pattern=pattern), account=TARGET, region=REGION)
 
 
 @pytest.mark.parametrize(
@@ -154,7 +155,7 @@ def test_strings_that_could_escape_into_powershell_are_refused(field: str, value
     with pytest.raises(BadMessageError):
         validate(TASK.params_schema, bad, what="params")
     with pytest.raises(InvalidParamsError):
-        TASK.check(bad)
+        TASK.check(bad, account=TARGET, region=REGION)
 
 
 def test_the_script_refuses_unvalidated_values_even_when_called_directly() -> None:
@@ -313,7 +314,7 @@ def test_find_previous_looks_for_the_job_token_in_the_directory_account(
     )
     ctx = FakeContext(ssm=ssm)
 
-    previous = TASK.find_previous(ctx, call)
+    previous = TASK.find_previous(ctx, call, since=datetime(2026, 1, 1, tzinfo=UTC))
 
     assert previous is not None
     assert previous.resource_id == COMMAND_ID
@@ -341,7 +342,7 @@ def test_session_policy_allows_only_the_powershell_document_and_the_directory_ho
     managed = "mi-0123456789abcdef0"
 
     policy = json.loads(
-        session_policy(TASK, "aws", DIRECTORY, params(directory_instance_id=managed))
+        session_policy(TASK, "aws", DIRECTORY, ["directory"], params(directory_instance_id=managed))
     )
 
     scoped, unscoped = policy["Statement"]
@@ -350,11 +351,25 @@ def test_session_policy_allows_only_the_powershell_document_and_the_directory_ho
         f"arn:aws:ssm:*::document/{DOCUMENT}",
         f"arn:aws:ssm:*:{DIRECTORY}:managed-instance/{managed}",
     ]
-    assert unscoped == {
-        "Effect": "Allow",
-        "Action": ["ec2:DescribeInstances", "ssm:ListCommands"],
-        "Resource": "*",
-    }
+    assert unscoped == {"Effect": "Allow", "Action": ["ssm:ListCommands"], "Resource": "*"}
+
+
+@pytest.mark.parametrize("scoped", [True, False], ids=["resource-scope", "task-scope"])
+def test_the_launching_account_may_only_describe_its_instances(scoped: bool) -> None:
+    """GIVEN a job's session policy in the launching (target) account, narrowed to the call's
+    params or not
+    WHEN it is built
+    THEN it allows DescribeInstances only: no SendCommand, which runs in the directory account.
+
+    Regression (issue 9.6): the launching account was granted SendCommand of
+    AWS-RunPowerShellScript on any of its instances, although it only needs DescribeInstances."""
+    policy = json.loads(
+        session_policy(TASK, "aws", TARGET, ["target"], params() if scoped else None)
+    )
+
+    assert policy["Statement"] == [
+        {"Effect": "Allow", "Action": ["ec2:DescribeInstances"], "Resource": "*"}
+    ]
 
 
 def test_the_asg_rule_envelope_contract_parses_into_one_job() -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handler.envelope import Envelope, parse_message
+from handler.envelope import Envelope, Target, parse_message
 from handler.exceptions import (
     BadMessageError,
     InvalidParamsError,
@@ -149,7 +149,7 @@ def test_options_dry_run_marks_every_job_as_dry_run(
 
     envelope = parse(doc)
 
-    assert envelope.dry_run is expected
+    assert envelope.options.dry_run is expected
     assert [job.dry_run for job in envelope.jobs] == [expected, expected]
 
 
@@ -159,26 +159,57 @@ def _targets(count: int) -> list[dict[str, Any]]:
     ]
 
 
-def test_options_canary_makes_the_first_target_the_canary_and_the_rest_wait() -> None:
-    """GIVEN three targets and options {canary: True}
+def test_options_canary_names_the_first_target_of_a_whole_request() -> None:
+    """GIVEN three targets in one message and options {canary: True}
     WHEN the message is parsed
-    THEN only the first job is the canary and the two others run after it."""
+    THEN the request's canary is the first target, and that job is the message's canary."""
     envelope = parse(cloudfront_doc(options={"canary": True}, targets=_targets(3)))
 
-    assert [(j.canary, j.after_canary) for j in envelope.jobs] == [
-        (True, False),
-        (False, True),
-        (False, True),
-    ]
+    assert envelope.options.canary == Target("000000000001", "eu-west-1")
+    assert envelope.canary_key == envelope.jobs[0].key
+    assert envelope.options.as_json()["canary"] == {
+        "account": "000000000001",
+        "region": "eu-west-1",
+    }
 
 
-def test_without_canary_no_job_is_canary_or_waits() -> None:
+def test_a_split_request_must_name_its_canary() -> None:
+    """GIVEN one part of a request split across messages with options {canary: True}
+    WHEN it is parsed
+    THEN it is refused: each part would take its own first target for the canary."""
+    doc = cloudfront_doc(
+        options={"canary": True}, targets=_targets(2), request={"targets": 4, "part": 2, "parts": 2}
+    )
+
+    with pytest.raises(BadMessageError, match="name the canary target"):
+        parse(doc)
+
+
+def test_a_part_without_its_canary_knows_the_canary_by_name() -> None:
+    """GIVEN part 2 of a request whose canary (named in options) is in part 1
+    WHEN it is parsed
+    THEN the request names the canary, and no job of this part is it."""
+    canary = {"account": "000000000009", "region": "eu-west-1"}
+    doc = cloudfront_doc(
+        options={"canary": canary},
+        targets=_targets(2),
+        request={"targets": 9, "part": 2, "parts": 5},
+    )
+
+    envelope = parse(doc)
+
+    assert envelope.options.canary == Target("000000000009", "eu-west-1")
+    assert envelope.canary_key is None
+    assert (envelope.request.expected_targets, envelope.request.part) == (9, 2)
+
+
+def test_without_canary_no_job_is_canary() -> None:
     """GIVEN three targets and no canary option
     WHEN the message is parsed
-    THEN no job is a canary and none waits for one."""
+    THEN the request has no canary."""
     envelope = parse(cloudfront_doc(targets=_targets(3)))
 
-    assert {(j.canary, j.after_canary) for j in envelope.jobs} == {(False, False)}
+    assert (envelope.options.canary, envelope.canary_key) == (None, None)
 
 
 @pytest.mark.parametrize(
@@ -190,12 +221,47 @@ def test_options_max_errors_is_a_count_or_a_rounded_up_percentage_of_the_targets
 ) -> None:
     """GIVEN options.max_errors as a count, a percentage, or absent
     WHEN a message with that many targets is parsed
-    THEN every job carries the count (percentages of the targets rounded up), or None."""
+    THEN the limit is the count, or the percentage of the request's targets rounded up."""
     options = {} if max_errors is None else {"max_errors": max_errors}
 
     envelope = parse(cloudfront_doc(options=options, targets=_targets(targets)))
 
-    assert {job.max_errors for job in envelope.jobs} == {expected}
+    assert envelope.options.max_errors_for(envelope.request.expected_targets) == expected
+
+
+def test_a_percentage_counts_the_whole_request_not_the_part() -> None:
+    """GIVEN max_errors 10% on part 1 of a 40-target request that holds 2 of its targets
+    WHEN it is parsed
+    THEN the limit is 4 (10% of 40), whichever part carries it."""
+    doc = cloudfront_doc(
+        options={"max_errors": "10%"},
+        targets=_targets(2),
+        request={"targets": 40, "part": 1, "parts": 20},
+    )
+
+    envelope = parse(doc)
+
+    assert envelope.options.max_errors_for(envelope.request.expected_targets) == 4
+
+
+def test_a_message_without_a_request_block_is_a_whole_request() -> None:
+    """GIVEN a message with three distinct targets and no request block
+    WHEN it is parsed
+    THEN its request expects exactly those three targets."""
+    envelope = parse(cloudfront_doc(targets=_targets(3)))
+
+    assert envelope.request.expected_targets == 3
+    assert envelope.request.whole
+
+
+def test_a_part_larger_than_its_request_is_refused() -> None:
+    """GIVEN a part with three targets claiming a request of two
+    WHEN it is parsed
+    THEN it is refused with both numbers."""
+    doc = cloudfront_doc(targets=_targets(3), request={"targets": 2})
+
+    with pytest.raises(BadMessageError, match=r"is 2, but this part alone has 3"):
+        parse(doc)
 
 
 def test_the_same_target_twice_in_one_message_is_one_job() -> None:
@@ -293,7 +359,7 @@ def test_legacy_entries_map_to_cloudfront_invalidate_jobs() -> None:
 
     envelope = parse(body, message_id="msg-legacy")
 
-    assert (envelope.task, envelope.legacy, envelope.request_id, envelope.dry_run) == (
+    assert (envelope.task, envelope.legacy, envelope.request_id, envelope.options.dry_run) == (
         "cloudfront.invalidate",
         True,
         "msg-legacy",
@@ -316,6 +382,91 @@ def test_legacy_entries_map_to_cloudfront_invalidate_jobs() -> None:
 
 
 # --- refusals ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        pytest.param('{"version": 1, "version": 1}', "appears twice", id="repeated-field"),
+        pytest.param('{"a": NaN}', "NaN is not a JSON number", id="nan"),
+        pytest.param('{"a": Infinity}', "Infinity is not a JSON number", id="infinity"),
+    ],
+)
+def test_json_that_two_readers_could_read_differently_is_refused(text: str, reason: str) -> None:
+    """GIVEN a body with a repeated field name, or NaN/Infinity (not JSON; Python accepts them)
+    WHEN it is parsed
+    THEN it is refused with a one-line reason.
+
+    Regression (issue 9.10): NaN was accepted in a lambda payload."""
+    with pytest.raises(BadMessageError, match=reason):
+        parse(text)
+
+
+def test_a_nan_payload_is_refused_before_it_reaches_a_plugin() -> None:
+    """GIVEN a lambda.invoke message whose payload holds NaN
+    WHEN it is parsed
+    THEN it is refused (no job, nothing after it)."""
+    text = (
+        '{"version": 1, "task": "lambda.invoke", "targets": [{"account": "111111111111"}], '
+        '"params": {"function_name": "f", "payload": {"x": NaN}}}'
+    )
+
+    with pytest.raises(BadMessageError, match="NaN"):
+        parse(text)
+
+
+def test_a_whole_number_written_as_a_float_is_refused_at_parse_time() -> None:
+    """GIVEN an SSM timeout_seconds of 100.0 (JSON Schema counts it as an integer)
+    WHEN the message is parsed
+    THEN it is refused there, naming the field (not after STS with a misleading reason).
+
+    Regression (issue 9.10, the same for dns ttl_seconds)."""
+    with pytest.raises(
+        InvalidParamsError, match=r"timeout_seconds must be a whole number, got 100.0"
+    ):
+        parse(ssm_doc(instance_ids=[INSTANCE], timeout_seconds=100.0))
+
+
+@pytest.mark.parametrize(
+    ("change", "shows"),
+    [
+        pytest.param({"targets": [{"account": "11111111111"}]}, 'got "11111111111"', id="pattern"),
+        pytest.param({"role_arn": "x"}, "unknown field\\(s\\): role_arn", id="unknown-field"),
+    ],
+)
+def test_a_refusal_shows_the_offending_value_and_no_python_reprs(
+    change: dict[str, Any], shows: str
+) -> None:
+    """GIVEN a body with a bad account id, or an unknown field
+    WHEN it is parsed
+    THEN the reason names the field and shows the value (not just the regex, not a Python set)."""
+    with pytest.raises(BadMessageError, match=shows) as raised:
+        parse({**cloudfront_doc(), **change})
+
+    assert "{'" not in raised.value.reason
+
+
+def test_an_sqs_event_given_as_a_body_gets_a_hint() -> None:
+    """GIVEN an SQS event file ({"Records": [...]}) sent as a message body
+    WHEN it is parsed
+    THEN the reason says what it is and what to send instead."""
+    with pytest.raises(BadMessageError, match="SQS event"):
+        parse({"Records": [{"body": "{}"}]})
+
+
+def test_identical_targets_collapse_but_still_count_against_the_limit() -> None:
+    """GIVEN the same target written three times
+    WHEN parsed
+    THEN it is one job, and the envelope still counts three targets (the worker's
+    MAX_TARGETS_PER_MESSAGE applies to what was written).
+
+    Regression (issue 9.10): 10,000 identical targets passed the target limit unnoticed."""
+    target = {"account": ACCOUNT_A, "params": {"distribution_id": DIST_A}}
+
+    envelope = parse(cloudfront_doc(targets=[target, target, target]))
+
+    assert (len(envelope.jobs), envelope.target_count) == (1, 3)
+
 
 _SSM_BOTH = ssm_doc(instance_ids=[INSTANCE], targets=[{"key": "tag:Role", "values": ["web"]}])
 _LEGACY_WITH_ROLE = {

@@ -16,12 +16,12 @@ import tasks
 from handler.envelope import parse_message, validate
 from handler.exceptions import BadMessageError, PermanentError, UnknownTaskError
 from tasks import registry
-from tasks.base import Call, RateLimit, Task, TaskContext, TaskResult
+from tasks.base import TARGET, Access, Call, RateLimit, Task, TaskContext, TaskResult
 from tasks.registry import TASK_MODULES, PluginError, all_tasks, get_task, register
 
 REPO = Path(__file__).resolve().parents[2]
 EVENTS = REPO / "events"
-NOT_PLUGINS = {"__init__", "base", "registry"}
+NOT_PLUGINS = {"__init__", "base", "registry", "api", "aws", "errors"}
 ACTION = r"^[a-z0-9-]+:[A-Z][A-Za-z0-9]+$"
 
 
@@ -63,7 +63,7 @@ def test_every_mapped_module_registers_exactly_its_task_name(name: str, module: 
 
 
 def test_every_plugin_module_in_the_package_is_mapped() -> None:
-    """GIVEN the modules in src/tasks/ other than __init__, base and registry
+    """GIVEN the modules in src/tasks/ other than the plugin API and the registry
     WHEN they are compared with TASK_MODULES
     THEN every one of them is mapped (a plugin cannot exist unreachable)."""
     modules = {f"tasks.{m.name}" for m in pkgutil.iter_modules(tasks.__path__)}
@@ -94,6 +94,7 @@ def test_every_plugin_declares_description_service_actions_and_rate(name: str) -
     assert task.rate.per_second > 0
     assert task.rate.burst >= 1
     assert task.rate.api in task.iam_actions
+    assert task.rate.source.strip(), "a declared rate says where it comes from"
 
 
 @pytest.mark.parametrize("name", sorted(TASK_MODULES))
@@ -164,12 +165,11 @@ class Complete(Task):
         "additionalProperties": False,
         "properties": {"word": {"type": "string"}},
     }
-    iam_actions: ClassVar[tuple[str, ...]] = ("sts:GetCallerIdentity",)
-    unscoped_actions: ClassVar[tuple[str, ...]] = ("sts:GetCallerIdentity",)
-    rate = RateLimit(api="sts:GetCallerIdentity", per_second=1.0)
+    access: ClassVar[Mapping[str, Access]] = {TARGET: Access(unscoped=("sts:GetCallerIdentity",))}
+    rate = RateLimit(api="sts:GetCallerIdentity", per_second=1.0, source="a test")
 
     def resource_arns(
-        self, partition: str, account: str, params: Mapping[str, Any] | None
+        self, role: str, partition: str, account: str, params: Mapping[str, Any] | None
     ) -> tuple[str, ...]:
         return ()
 
@@ -227,11 +227,19 @@ def test_registering_a_plugin_of_another_module_than_mapped_fails(sandbox: None)
 
 
 class NoActions(Complete):
-    iam_actions = ()
+    access: ClassVar[Mapping[str, Access]] = {TARGET: Access()}
 
 
 class BadAction(Complete):
-    iam_actions = ("sts.GetCallerIdentity",)
+    access: ClassVar[Mapping[str, Access]] = {TARGET: Access(actions=("sts.GetCallerIdentity",))}
+
+
+class NoTargetRole(Complete):
+    access: ClassVar[Mapping[str, Access]] = {"other": Access(actions=("sts:GetCallerIdentity",))}
+
+
+class UnsourcedRate(Complete):
+    rate = RateLimit(api="sts:GetCallerIdentity", per_second=1.0)
 
 
 class OpenSchema(Complete):
@@ -250,7 +258,7 @@ class NoRate(Complete):
 
 
 class ZeroRate(Complete):
-    rate = RateLimit(api="sts:GetCallerIdentity", per_second=0.0)
+    rate = RateLimit(api="sts:GetCallerIdentity", per_second=0.0, source="a test")
 
 
 class NoDescription(Complete):
@@ -261,17 +269,13 @@ class BadName(Complete):
     name = "Unittest Echo"
 
 
-class UnscopedNotDeclared(Complete):
-    unscoped_actions = ("sts:GetSessionToken",)
-
-
 class NoRun(Task):
     name = TEST_TASK
     description = "No run."
     service = "sts"
     params_schema: ClassVar[Mapping[str, Any]] = Complete.params_schema
-    iam_actions = ("sts:GetCallerIdentity",)
-    rate = RateLimit(api="sts:GetCallerIdentity", per_second=1.0)
+    access = Complete.access
+    rate = Complete.rate
     resource_arns = Complete.resource_arns
 
 
@@ -280,16 +284,18 @@ class NoResourceArns(Task):
     description = "No resource_arns."
     service = "sts"
     params_schema: ClassVar[Mapping[str, Any]] = Complete.params_schema
-    iam_actions = ("sts:GetCallerIdentity",)
-    rate = RateLimit(api="sts:GetCallerIdentity", per_second=1.0)
+    access = Complete.access
+    rate = Complete.rate
     run = Complete.run
 
 
 @pytest.mark.parametrize(
     ("plugin", "message"),
     [
-        pytest.param(NoActions, "iam_actions", id="no-iam-actions"),
-        pytest.param(BadAction, "iam_actions", id="action-not-service-colon-action"),
+        pytest.param(NoActions, "grants no action", id="no-actions"),
+        pytest.param(BadAction, "'service:Action'", id="action-not-service-colon-action"),
+        pytest.param(NoTargetRole, "'target'", id="no-target-role"),
+        pytest.param(UnsourcedRate, "rate.source", id="rate-without-source"),
         pytest.param(OpenSchema, "refuse unknown fields", id="schema-allows-unknown-fields"),
         pytest.param(NotObjectSchema, "type object", id="schema-not-an-object"),
         pytest.param(NoRate, "RateLimit", id="no-rate"),
@@ -298,7 +304,6 @@ class NoResourceArns(Task):
         pytest.param(BadName, "service.action", id="bad-name"),
         pytest.param(NoRun, "run()", id="no-run"),
         pytest.param(NoResourceArns, "resource_arns()", id="no-resource-arns"),
-        pytest.param(UnscopedNotDeclared, "unscoped_actions", id="unscoped-not-in-iam-actions"),
     ],
 )
 def test_registering_an_incomplete_plugin_fails_naming_what_is_missing(

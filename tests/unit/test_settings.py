@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from handler.exceptions import ConfigurationError
-from handler.settings import Settings, get_settings
+from handler.settings import OperatorSettings, Settings, get_settings, operator_settings
 
 BASE = {"AWS_REGION": "eu-west-1", "TARGET_ROLE_NAME": "OpsFanoutTargetRole"}
 
@@ -230,3 +230,88 @@ def test_malformed_rate_limits_are_a_configuration_error(raw: str) -> None:
     THEN a ConfigurationError names the variable and the entry."""
     with pytest.raises(ConfigurationError, match="RATE_LIMITS"):
         Settings.from_env({"AWS_REGION": "us-east-1", "TARGET_ROLE_NAME": "R", "RATE_LIMITS": raw})
+
+
+# --- what the operator tools read (handler.api.operator_settings) -------------------------------
+
+
+def test_operator_settings_need_none_of_the_worker_only_variables() -> None:
+    """GIVEN an operator's shell with none of the worker's variables
+    WHEN the operator settings are read
+    THEN there is no role name, no allow-list and no ledger table (nothing invented)."""
+    assert operator_settings({}) == OperatorSettings(target_role_name=None)
+
+
+def test_operator_settings_read_the_variables_as_the_worker_does() -> None:
+    """GIVEN the role, allow-list and ledger variables, with stray blanks
+    WHEN the operator settings are read
+    THEN they hold the same values the worker's Settings would."""
+    env = {
+        **BASE,
+        "TARGET_ROLE_PATH": "/ops/",
+        "EXTERNAL_ID": "rotate-me-2026",
+        "ALLOWED_ACCOUNT_IDS": " 111111111111, 222222222222 ,",
+        "LEDGER_TABLE": " fanout-ledger ",
+    }
+
+    operator, worker = operator_settings(env), Settings.from_env(env)
+
+    assert (
+        operator.target_role_name,
+        operator.target_role_path,
+        operator.external_id,
+        operator.allowed_account_ids,
+        operator.ledger_table,
+    ) == (
+        worker.target_role_name,
+        worker.target_role_path,
+        worker.external_id,
+        worker.allowed_account_ids,
+        worker.ledger_table,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        pytest.param({"TARGET_ROLE_NAME": "no spaces"}, "TARGET_ROLE_NAME", id="role-name"),
+        pytest.param({"TARGET_ROLE_PATH": "ops"}, "TARGET_ROLE_PATH", id="role-path"),
+        pytest.param({"ALLOWED_ACCOUNT_IDS": "1234"}, "ALLOWED_ACCOUNT_IDS", id="accounts"),
+    ],
+)
+def test_operator_settings_refuse_what_the_worker_refuses(
+    env: dict[str, str], variable: str
+) -> None:
+    """GIVEN a malformed variable WHEN the operator settings are read THEN the same
+    ConfigurationError as the worker's names it."""
+    with pytest.raises(ConfigurationError) as caught:
+        operator_settings(env)
+
+    assert variable in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    ("env", "refused"),
+    [
+        pytest.param({}, False, id="no-allow-list-set"),
+        pytest.param({"ALLOWED_ACCOUNT_IDS": "111111111111"}, True, id="not-listed"),
+        pytest.param(
+            {"ALLOWED_ACCOUNT_IDS": "111111111111", "ALLOW_ANY_ACCOUNT": "true"},
+            False,
+            id="any-account",
+        ),
+        pytest.param(
+            {"ALLOWED_ACCOUNT_IDS": "111111111111", "ALLOWED_OU_IDS": "ou-ab12-abcdefgh"},
+            False,
+            id="maybe-in-an-ou",
+        ),
+    ],
+)
+def test_an_account_is_refused_only_when_the_worker_certainly_would(
+    env: dict[str, str], refused: bool
+) -> None:
+    """GIVEN an account that ALLOWED_ACCOUNT_IDS does not name
+    WHEN the operator settings are asked whether the worker refuses it
+    THEN yes only with an allow-list set and neither ALLOW_ANY_ACCOUNT nor OUs to admit it."""
+    assert operator_settings(env).refuses("222222222222") is refused
+    assert not operator_settings(env).refuses("111111111111")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import botocore.session
@@ -11,8 +12,9 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from tasks.base import Call, Job, TaskResult
+from tasks.errors import InvalidParamsError, TransientError
 from tasks.registry import get_task
-from tasks.ssm import job_token
+from tasks.ssm import MAX_RECOVERY_PAGES, job_token
 from tests.unit.fakes import one_job_call
 
 ACCOUNT = "111111111111"
@@ -289,7 +291,8 @@ def list_response(*comments: str, next_token: str | None = None) -> dict[str, An
     return page
 
 
-FIRST_PAGE = {"Filters": [{"key": "InvokedAfter", "value": ANY}]}
+SINCE = datetime(2026, 11, 30, 21, 5, 9, tzinfo=UTC)
+FIRST_PAGE = {"Filters": [{"key": "InvokedAfter", "value": "2026-11-30T21:05:09Z"}]}
 
 
 def test_find_previous_returns_the_command_carrying_the_job_token(
@@ -306,7 +309,7 @@ def test_find_previous_returns_the_command_carrying_the_job_token(
         expected_params=FIRST_PAGE,
     )
 
-    previous = get_task("ssm.send_command").find_previous(FakeContext(client), call)
+    previous = get_task("ssm.send_command").find_previous(FakeContext(client), call, since=SINCE)
 
     assert previous is not None
     assert previous.resource_id == command_id(1)
@@ -327,7 +330,7 @@ def test_find_previous_follows_next_token_to_later_pages(ssm: tuple[Any, Stubber
         expected_params={**FIRST_PAGE, "NextToken": "page-2"},
     )
 
-    previous = get_task("ssm.send_command").find_previous(FakeContext(client), call)
+    previous = get_task("ssm.send_command").find_previous(FakeContext(client), call, since=SINCE)
 
     assert previous is not None
     assert previous.resource_id == command_id(0)
@@ -347,4 +350,44 @@ def test_find_previous_returns_none_when_no_command_starts_with_the_token(
         expected_params=FIRST_PAGE,
     )
 
-    assert get_task("ssm.send_command").find_previous(FakeContext(client), call) is None
+    assert (
+        get_task("ssm.send_command").find_previous(FakeContext(client), call, since=SINCE) is None
+    )
+
+
+def test_find_previous_never_answers_none_from_an_unfinished_search(
+    ssm: tuple[Any, Stubber],
+) -> None:
+    """GIVEN more pages of commands since the job's first claim than the search reads
+    WHEN the plugin looks for a previous attempt
+    THEN it raises a retryable error instead of answering "not found" (which would send the
+    command a second time if it is on a later page)."""
+    client, stubber = ssm
+    call = make_call({"document_name": "AWS-RunShellScript", "instance_ids": INSTANCES})
+    stubber.add_response("list_commands", list_response("other", next_token="p1"))
+    for n in range(2, MAX_RECOVERY_PAGES + 1):
+        stubber.add_response("list_commands", list_response("other", next_token=f"p{n}"))
+
+    with pytest.raises(TransientError, match="not found yet"):
+        get_task("ssm.send_command").find_previous(FakeContext(client), call, since=SINCE)
+
+
+def test_a_document_of_another_account_is_refused() -> None:
+    """GIVEN an SSM document ARN owned by another account than the target
+    WHEN the plugin checks the params
+    THEN InvalidParamsError names both accounts (an AWS-owned or the target's own passes).
+
+    Regression (issue 9.10): a document ARN of another account passed validation."""
+    task = get_task("ssm.send_command")
+    other = "arn:aws:ssm:us-east-1:999999999999:document/Evil"
+    own = f"arn:aws:ssm:us-east-1:{ACCOUNT}:document/Mine"
+    aws = "arn:aws:ssm:us-east-1::document/AWS-RunShellScript"
+
+    with pytest.raises(InvalidParamsError, match="999999999999"):
+        task.check(
+            {"document_name": other, "instance_ids": INSTANCES}, account=ACCOUNT, region="us-east-1"
+        )
+    for name in (own, aws):
+        task.check(
+            {"document_name": name, "instance_ids": INSTANCES}, account=ACCOUNT, region="us-east-1"
+        )

@@ -136,7 +136,11 @@ def test_check_refuses_params_that_cannot_be_applied(params: dict[str, Any], rea
     WHEN the plugin checks them
     THEN InvalidParamsError gives a one-line reason."""
     with pytest.raises(InvalidParamsError, match=reason):
-        TASK.check({"name": "n", "id": SET_ID, "scope": "REGIONAL", **params})
+        TASK.check(
+            {"name": "n", "id": SET_ID, "scope": "REGIONAL", **params},
+            account=ACCOUNT,
+            region="us-east-1",
+        )
 
 
 def test_apply_changes_is_a_union_and_difference_that_keeps_the_sets_spellings() -> None:
@@ -385,7 +389,7 @@ def test_session_policy_names_only_the_ip_set_of_the_call() -> None:
     for scope, arn_scope in (("REGIONAL", "regional"), ("CLOUDFRONT", "global")):
         params = {"name": "blocked", "id": SET_ID, "scope": scope}
 
-        policy = session_policy(TASK, "aws", ACCOUNT, params)
+        policy = session_policy(TASK, "aws", ACCOUNT, params=params)
 
         assert f'"arn:aws:wafv2:*:{ACCOUNT}:{arn_scope}/ipset/blocked/{SET_ID}"' in policy
         assert "*/ipset/*/*" not in policy

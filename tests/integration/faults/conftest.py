@@ -4,10 +4,12 @@ Fixtures on top of ``tests/integration/conftest.py`` (the session's emulator and
 organisation):
 
 - ``fault_proxy`` (session) / ``faults`` (per test, rules and counters reset): the
-  :class:`~tests.integration.faults.proxy.FaultProxy` every worker under test talks to;
+  :class:`~fanout.emulator.proxy.Proxy` every worker under test talks to;
 - ``scenario``: queues of its own, the worker's environment pointed at the proxy, small
-  deferral delays, and helpers to publish, run pollers (in this process or in a child process
-  that can be killed) and count how every job ended.
+  deferral delays, and helpers to publish, run pollers (in this process or in a worker process
+  that can be killed) and count how every job ended. Every invocation, whichever poller makes
+  it, runs as Lambda runs it: in an execution environment's process, killed at the function's
+  timeout (``runner.worker_invoker``).
 
 Each scenario records its figures; the session ends with one table of them.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -26,30 +29,58 @@ from typing import Any
 import pytest
 
 from fanout.emulator import Emulator, Organisation, create_queues
-from fanout.poller import Handler, Poller, PollStats
+from fanout.emulator.proxy import Proxy
+from fanout.invoker import Call
+from fanout.poller import Poller, PollStats
 from tests.integration.faults.harness import Figures, Inspector, Workload, new_id, verify
-from tests.integration.faults.proxy import FaultProxy
-from tests.integration.faults.tuning import shifted_time, shorten_waits
+from tests.integration.faults.runner import worker_invoker
 
 ROOT = Path(__file__).resolve().parents[3]
 ACCOUNTS = ("111111111111", "222222222222", "333333333333")
 VISIBILITY_TIMEOUT = 2
 MAX_RECEIVE_COUNT = 5
 FIGURES = pytest.StashKey[list[Figures]]()
-COLUMNS = ("scenario", "jobs", "succeeded", "dead-lettered", "duplicated", "lost", "ended twice")
+COLUMNS = (
+    "scenario",
+    "jobs",
+    "succeeded",
+    "dead-lettered",
+    "duplicated",
+    "lost",
+    "ended twice",
+    "letter copies",
+)
 
 
 @pytest.fixture(scope="session")
-def fault_proxy(emulator: Emulator) -> Iterator[FaultProxy]:
-    with FaultProxy(emulator.endpoint_url) as proxy:
+def fault_proxy(emulator: Emulator) -> Iterator[Proxy]:
+    with Proxy(emulator.endpoint_url) as proxy:
         yield proxy
 
 
+@pytest.fixture(scope="session", autouse=True)
+def contention() -> Iterator[int]:
+    """Busy processes competing for the CPU while the suite runs: a correctness argument that
+    holds only on an idle machine is no argument. ``FANOUT_FAULTS_CONTENTION`` busy processes
+    (default: one per core; ``make stress`` runs two per core)."""
+    count = int(os.environ.get("FANOUT_FAULTS_CONTENTION", str(os.cpu_count() or 1)))
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    yield count
+    for process in busy:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def _latency_s() -> float:
+    """Every AWS answer slowed by ``FANOUT_FAULTS_LATENCY_MS`` (``make stress``: slow AWS)."""
+    return float(os.environ.get("FANOUT_FAULTS_LATENCY_MS", "0")) / 1000.0
+
+
 @pytest.fixture
-def faults(fault_proxy: FaultProxy) -> Iterator[FaultProxy]:
-    fault_proxy.reset()
+def faults(fault_proxy: Proxy) -> Iterator[Proxy]:
+    fault_proxy.reset(latency_s=_latency_s())
     yield fault_proxy
-    fault_proxy.reset()
+    fault_proxy.reset(latency_s=_latency_s())
 
 
 class Scenario:
@@ -58,7 +89,7 @@ class Scenario:
     def __init__(
         self,
         org: Organisation,
-        proxy: FaultProxy,
+        proxy: Proxy,
         monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path,
         figures: list[Figures],
@@ -72,10 +103,12 @@ class Scenario:
         self._figures = figures
         self.processes: list[subprocess.Popen[bytes]] = []
         self.env: dict[str, str] = {}
+        self._ledger_offset_s = 0.0
         self.configure()
 
     def configure(self, **overrides: str) -> None:
-        """The worker's environment (through the proxy), with ``overrides``; rebuilds it."""
+        """The worker's environment (through the proxy), with ``overrides``: this process's,
+        which every execution environment started later inherits."""
         env = self.org.handler_environment(log_level="WARNING")
         env.update(
             AWS_ENDPOINT_URL=self.proxy.url,
@@ -88,13 +121,6 @@ class Scenario:
         for name, value in env.items():
             self._monkeypatch.setenv(name, value)
         self.env = env
-        _reset_worker()
-
-    @property
-    def handler(self) -> Handler:
-        from handler import app  # noqa: PLC0415 - the worker reads the environment set above
-
-        return app.lambda_handler
 
     def distributions(self, account: str, count: int) -> list[str]:
         return self.inspector.create_distributions(account, count)
@@ -102,24 +128,28 @@ class Scenario:
     def poll(
         self,
         *,
-        handler: Handler | None = None,
+        handler_factory: Call | None = None,
         function_timeout_s: float = 30.0,
         batch_size: int = 10,
         time_limit_s: float = 60.0,
         once: bool = False,
     ) -> PollStats:
-        """The local poller and the real handler in this process, until the queue is empty."""
-        poller = Poller(
+        """A local poller in this process until the queue is empty (or ``once``); the real
+        handler, or ``handler_factory``'s, runs in its execution environment's process."""
+        invoker = worker_invoker(
+            ledger_offset_s=self._ledger_offset_s, handler_factory=handler_factory
+        )
+        with Poller(
             self.org.queue_url,
-            handler=handler or self.handler,
+            invoker=invoker,
             sqs=self.inspector.sqs,
             batch_size=batch_size,
             function_timeout_s=function_timeout_s,
-        )
-        if once:
-            poller.poll_once()
-            return poller.stats
-        stats = poller.run(until_empty=True, time_limit_s=time_limit_s)
+        ) as poller:
+            if once:
+                poller.poll_once()
+                return poller.stats
+            stats = poller.run(until_empty=True, time_limit_s=time_limit_s)
         assert not stats.timed_out, f"the queue did not empty in {time_limit_s} s"
         return stats
 
@@ -130,7 +160,8 @@ class Scenario:
         time_limit_s: float = 60.0,
         wait_until_polling: bool = False,
     ) -> subprocess.Popen[bytes]:
-        """A worker process (``runner``) polling the same queue; killable."""
+        """A worker process (``runner``) polling the same queue; ``kill`` takes it and its
+        execution environment down at once."""
         n = len(self.processes)
         ready = self._tmp / f"worker-{n}.ready"
         log = (self._tmp / f"worker-{n}.log").open("wb")
@@ -151,11 +182,14 @@ class Scenario:
                 str(self._tmp / f"worker-{n}.json"),
                 "--ready",
                 str(ready),
+                "--ledger-offset",
+                str(self._ledger_offset_s),
             ],
             cwd=ROOT,
             env={**os.environ, **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the poller and its environment
         )
         log.close()
         self.processes.append(process)
@@ -176,13 +210,17 @@ class Scenario:
         assert stats.exists(), f"worker {n} wrote no stats; {self._log_tail(n)}"
         return dict(json.loads(stats.read_text()))
 
-    def locks_expire(self, after_s: float = 600.0) -> None:
-        """From now on this process's worker sees the ledger ``after_s`` later: the locks of a
-        worker that died have expired (its function timeout passed)."""
-        import handler.ledger  # noqa: PLC0415
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL a worker process and its execution environment in one go: the invocation
+        in flight stops where it is (killing the poller alone would leave its environment a
+        moment to run on)."""
+        os.killpg(process.pid, signal.SIGKILL)
 
-        self._monkeypatch.setattr(handler.ledger, "time", shifted_time(after_s))
-        _reset_worker()
+    def locks_expire(self, after_s: float = 600.0) -> None:
+        """From now on the execution environments this scenario starts see the ledger
+        ``after_s`` later: the locks of a worker that died have expired (its function timeout
+        passed)."""
+        self._ledger_offset_s = after_s
 
     def verify(self, name: str) -> Figures:
         figures = verify(name, self.workload, self.inspector, self.org.dlq_url)
@@ -192,20 +230,14 @@ class Scenario:
     def stop(self) -> None:
         for process in self.processes:
             if process.poll() is None:
-                process.kill()
+                self.kill(process)
                 process.wait(timeout=10)
-
-
-def _reset_worker() -> None:
-    from handler import app  # noqa: PLC0415
-
-    app.reset()
 
 
 @pytest.fixture
 def scenario(
     organisation: Organisation,
-    faults: FaultProxy,
+    faults: Proxy,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     request: pytest.FixtureRequest,
@@ -219,18 +251,22 @@ def scenario(
         visibility_timeout=VISIBILITY_TIMEOUT,
         max_receive_count=MAX_RECEIVE_COUNT,
     )
-    shorten_waits(monkeypatch.setattr)
     figures = request.config.stash.setdefault(FIGURES, [])
     world = Scenario(organisation.with_queues(queues), faults, monkeypatch, tmp_path, figures)
     yield world
     world.stop()
-    _reset_worker()
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    rows = sorted(f.row() for f in config.stash.get(FIGURES, []))
+    figures = config.stash.get(FIGURES, [])
+    rows = sorted(f.row() for f in figures)
     if not rows:
         return
+    path = os.environ.get("FANOUT_FAULTS_FIGURES")
+    if path:  # `make stress` collects every round's figures
+        Path(path).write_text(
+            json.dumps([dict(zip(COLUMNS, f.row(), strict=True)) for f in figures])
+        )
     table = [COLUMNS, *rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
 

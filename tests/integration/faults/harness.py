@@ -12,7 +12,8 @@ run, each unit is looked up where its end would show:
 - **lost**: neither.
 
 **Duplicated** counts side effects beyond one per unit, as the real service would have kept
-them (moto does not deduplicate CloudFront's CallerReference, so raw counts would overstate):
+them (the emulator deduplicates CloudFront's CallerReference as CloudFront does; counting
+distinct references keeps the figure right on an emulator that would not):
 
 - ``ssm.send_command``: the effect is a command on an instance. Every job gets instance ids of
   its own, so any command beyond the first on an instance is a duplicate (this does not depend
@@ -112,6 +113,7 @@ class Figures:
     duplicated: int = 0
     lost: int = 0
     ended_twice: int = 0
+    letter_copies: int = 0  # copies of a letter already counted (same letter id)
     problems: list[str] = field(default_factory=list)
     reasons: dict[str, list[str]] = field(default_factory=dict)  # unit key -> dead-letter reasons
     states: dict[str, str] = field(default_factory=dict)  # unit key -> succeeded/dead/lost
@@ -125,6 +127,7 @@ class Figures:
             str(self.duplicated),
             str(self.lost),
             str(self.ended_twice),
+            str(self.letter_copies),
         )
 
     def explain(self) -> str:
@@ -219,6 +222,7 @@ class Inspector:
         return {
             item["sk"]["S"]: {name: value.get("S", value.get("N")) for name, value in item.items()}
             for item in items
+            if not item["sk"]["S"].startswith("#")  # the request's own record
         }
 
     def drain(self, queue_url: str) -> list[dict[str, Any]]:
@@ -277,13 +281,23 @@ class Workload:
 def _dead_letters(
     inspector: Inspector, dlq_url: str, figures: Figures
 ) -> tuple[dict[str, list[str]], list[str]]:
-    """Unit key -> reasons of the dead letters naming it; and dead letters naming no unit."""
+    """Unit key -> reasons of the dead letters naming it; and dead letters naming no unit.
+
+    Copies of one letter (the same ``fanout.letter_id``: a letter written again because its
+    writer died before recording it) are one dead-lettering, counted in ``letter_copies``."""
     named: dict[str, list[str]] = defaultdict(list)
     strays: list[str] = []
+    seen: set[str] = set()
     for message in inspector.drain(dlq_url):
         attributes = {
             k: v.get("StringValue", "") for k, v in message.get("MessageAttributes", {}).items()
         }
+        letter = attributes.get("fanout.letter_id")
+        if letter and letter in seen:
+            figures.letter_copies += 1
+            continue
+        if letter:
+            seen.add(letter)
         source = attributes.get("fanout.source_message_id") or message["MessageId"]
         reason = attributes.get("fanout.reason", "")
         if not reason or "\n" in reason:
@@ -314,13 +328,18 @@ def verify(name: str, workload: Workload, inspector: Inspector, dlq_url: str) ->
         for account, dist in sorted(workload.distributions)
     }
     attributed: dict[tuple[str, str], set[str]] = defaultdict(set)  # references jobs account for
-    for key, unit in sorted(workload.units.items()):
-        record: Mapping[str, Any] = {}
+    records: dict[str, Mapping[str, Any]] = {}
+    for key, unit in workload.units.items():
         if unit.request_id is not None:
             if unit.request_id not in ledgers:
                 ledgers[unit.request_id] = inspector.ledger(unit.request_id)
-            record = ledgers[unit.request_id].get(key, {})
-        effect, extra = _effects(unit, record, invalidations, attributed, inspector)
+            records[key] = ledgers[unit.request_id].get(key, {})
+    # An invalidation a job's ledger record names is that job's (and its request's), even if
+    # another request's job lists the same paths.
+    owners = {str(r["result_id"]): k for k, r in records.items() if r.get("result_id")}
+    for key, unit in sorted(workload.units.items()):
+        record = records.get(key, {})
+        effect, extra = _effects(unit, record, invalidations, attributed, inspector, owners=owners)
         _classify(figures, unit, record, effect=effect, extra=extra, reasons=dead.get(key, []))
     for where, found in invalidations.items():
         orphans = {i.caller_reference for i in found} - attributed[where]
@@ -373,13 +392,18 @@ def _effects(
     invalidations: Mapping[tuple[str, str], list[Invalidation]],
     attributed: dict[tuple[str, str], set[str]],
     inspector: Inspector,
+    *,
+    owners: Mapping[str, str],
 ) -> tuple[bool, int]:
     """(the unit's effect exists, how many side effects it had beyond one)."""
     if unit.task == _CF_TASK and unit.account:
         where = (unit.account, str(unit.params["distribution_id"]))
         paths = set(unit.params["paths"])
         mine = [
-            i for i in invalidations[where] if i.paths & paths or i.id == record.get("result_id")
+            i
+            for i in invalidations[where]
+            if i.id == record.get("result_id")
+            or (i.paths & paths and owners.get(i.id, unit.key) == unit.key)
         ]
         references = {i.caller_reference for i in mine}
         attributed[where] |= references

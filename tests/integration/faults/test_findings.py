@@ -10,10 +10,11 @@ import json
 
 import pytest
 
+from fanout.emulator.proxy import Request, deny_assume_role, lose_response, throttle, where
 from tests.integration.faults.conftest import ACCOUNTS, Scenario
+from tests.integration.faults.handlers import REDELIVERED
 from tests.integration.faults.harness import cf_body, new_id
-from tests.integration.faults.proxy import Request, deny_assume_role, lose_response, throttle, where
-from tests.integration.faults.test_scenarios import assert_promise, mixed_bodies, redelivered
+from tests.integration.faults.test_scenarios import assert_promise, mixed_bodies
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +34,7 @@ def test_a_redelivered_failure_is_dead_lettered_once(scenario: Scenario) -> None
     [dist] = scenario.distributions(C, 1)
     scenario.workload.publish(["not json {", cf_body(new_id("cf"), [(C, dist)], ["/denied"])])
 
-    scenario.poll(handler=redelivered(scenario.handler))
+    scenario.poll(handler_factory=REDELIVERED)
     figures = scenario.verify("R1 redelivered failure: one dead letter")
 
     assert figures.dead_lettered == figures.jobs == 2
@@ -104,12 +105,26 @@ def test_a_job_whose_outcome_could_not_be_recorded_still_ends_known(scenario: Sc
     victim: list[str] = []
 
     def one_jobs_outcome(request: Request) -> bool:
-        expression = request.json_body.get("UpdateExpression", "")
-        if request.operation != "UpdateItem" or "REMOVE lock_expires" not in expression:
-            return False  # not a ledger outcome (claims are UpdateItems too)
-        job_key = request.json_body["Key"]["sk"]["S"]
-        victim[:] = victim or [job_key]
-        return job_key == victim[0]
+        """A ledger write that records the outcome of the victim job (claims and outcomes
+        are both conditional writes; an outcome sets last_token and the job's state)."""
+        if request.operation == "UpdateItem":
+            updates = [request.json_body]
+        elif request.operation == "TransactWriteItems":
+            updates = [
+                i["Update"] for i in request.json_body.get("TransactItems", []) if "Update" in i
+            ]
+        else:
+            return False
+        outcomes = [
+            u["Key"]["sk"]["S"]
+            for u in updates
+            if "last_token = :token" in u.get("UpdateExpression", "")
+            and ":state" in u.get("ExpressionAttributeValues", {})
+        ]
+        if not outcomes:
+            return False
+        victim[:] = victim or [outcomes[0]]
+        return victim[0] in outcomes
 
     scenario.proxy.add(throttle("outcome not recorded", one_jobs_outcome, times=3))
     scenario.workload.publish(mixed_bodies(scenario, (A, B), invalidations=2, commands=2))

@@ -3,27 +3,14 @@ reason), and no side effect happens twice. See ``harness`` for how each is count
 
 from __future__ import annotations
 
-import copy
 import json
 import signal
 import subprocess
-from typing import Any
 
 import pytest
 
 from fanout import demo
-from fanout.poller import Handler
-from fanout.publish import bodies_from_document, build_bodies
-from tests.integration.faults.conftest import ACCOUNTS, Scenario
-from tests.integration.faults.harness import (
-    Figures,
-    cf_body,
-    covered,
-    fake_instances,
-    new_id,
-    ssm_body,
-)
-from tests.integration.faults.proxy import (
+from fanout.emulator.proxy import (
     Forwarded,
     Request,
     after_effect,
@@ -33,6 +20,17 @@ from tests.integration.faults.proxy import (
     server_error,
     throttle,
     where,
+)
+from fanout.publish import bodies_from_document, build_bodies
+from tests.integration.faults.conftest import ACCOUNTS, Scenario
+from tests.integration.faults.handlers import REDELIVERED
+from tests.integration.faults.harness import (
+    Figures,
+    cf_body,
+    covered,
+    fake_instances,
+    new_id,
+    ssm_body,
 )
 
 pytestmark = pytest.mark.integration
@@ -160,9 +158,11 @@ def test_throttling_storms_and_5xx_bursts(scenario: Scenario) -> None:
 def test_function_timeout_in_the_middle_of_a_batch(scenario: Scenario) -> None:
     """GIVEN a batch that needs longer than the function's time (CloudFront at 1 call/s in
     each account, a 7 s function timeout), and one deferral that reaches SQS only after the
-    function timed out (so that invocation's answer is lost and its whole batch comes back)
+    function timed out
     WHEN the worker runs until the queue is empty
-    THEN the jobs it had no time for are deferred and redelivered, and every job ends once."""
+    THEN that invocation is stopped hard (its process is killed while the deferral is in
+    flight, and its whole batch comes back), a fresh environment takes over (a cold start)
+    and every job ends once."""
     scenario.configure(RATE_LIMITS="cloudfront:CreateInvalidation=1/1")
     scenario.proxy.add(
         delay("late deferral", where(operations=["SendMessage"]), seconds=6.5, times=1)
@@ -182,7 +182,9 @@ def test_function_timeout_in_the_middle_of_a_batch(scenario: Scenario) -> None:
     assert figures.succeeded == figures.jobs == 16
     # The late SendMessage was a deferral: the first invocation ran out of time for some jobs.
     assert scenario.proxy.fired("late deferral") == 1
-    assert stats.handler_errors == 1, "the late invocation's answer should have been dropped"
+    assert stats.function_timeouts == 1, "the late invocation should have been stopped"
+    assert stats.handler_errors == 0
+    assert stats.cold_starts == 2, "the invocations after the timeout need a new environment"
 
 
 def test_worker_killed_in_the_middle_of_a_batch(scenario: Scenario) -> None:
@@ -197,7 +199,7 @@ def test_worker_killed_in_the_middle_of_a_batch(scenario: Scenario) -> None:
     victims: list[subprocess.Popen[bytes]] = []
 
     def kill(_request: Request, _response: Forwarded) -> None:
-        victims[0].send_signal(signal.SIGKILL)  # before the worker hears back
+        scenario.kill(victims[0])  # before the worker hears back
 
     rule = after_effect("kill", where(operations=["SendCommand"]), kill, skip=1, times=1)
     scenario.proxy.add(rule)
@@ -267,21 +269,6 @@ def test_poison_messages_among_good_ones(scenario: Scenario) -> None:
     assert (figures.succeeded, figures.dead_lettered) == (16, len(poison))
     assert stats.failures_reported == 0
     assert scenario.proxy.count("SendMessage") == len(poison), "dead letters only, no deferral"
-
-
-def redelivered(handler: Handler) -> Handler:
-    """Every batch handed to the handler twice, the second time as SQS redelivers a message
-    whose first delivery was not acknowledged in time: same message ids, receive count + 1."""
-
-    def twice(event: dict[str, Any], context: Any) -> Any:
-        handler(event, context)
-        again = copy.deepcopy(event)
-        for record in again["Records"]:
-            count = int(record["attributes"].get("ApproximateReceiveCount", "1"))
-            record["attributes"]["ApproximateReceiveCount"] = str(count + 1)
-        return handler(again, context)
-
-    return twice
 
 
 def demo_workload(
@@ -355,7 +342,7 @@ def test_demo_workload_delivered_twice_has_the_effects_of_one_delivery(
     scenario.workload.publish(v1, copies=2)
     scenario.workload.publish(others)
 
-    scenario.poll(handler=redelivered(scenario.handler))
+    scenario.poll(handler_factory=REDELIVERED)
     figures = scenario.verify("7 demo workload, each message twice")
 
     assert_promise(figures)

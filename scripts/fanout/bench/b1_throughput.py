@@ -1,0 +1,318 @@
+"""B1: throughput against peers on one workload of CloudFront invalidations.
+
+The same legacy-format workload (M messages x one entry per account, each message's entries on
+one of each account's two distributions, every path distinct) is processed by
+(a) the worker: published to a queue, then the local poller calling the real ``lambda_handler``;
+(b) the original pattern (``baseline.py``) through the same queue and poller;
+(c) botocove, one thread per account, one CreateInvalidation per entry.
+Every AWS call goes through the counting proxy; moto's state says what each one created.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from unittest import mock
+
+import boto3
+
+from fanout.bench import baseline
+from fanout.bench.common import Host, Result, environment
+from fanout.bench.harness import fresh_queues, ops_sqs, worker_env
+from fanout.bench.poll import TimedHandler, drain, worker_handler
+from fanout.emulator import Organisation, fake_session
+from fanout.publish import publish
+
+__all__ = ["run"]
+
+TARGET_SPEEDUP = 10.0
+# The plugin's declared CreateInvalidation rate, enforced by the proxy in the last round.
+QUOTA_API = "cloudfront:CreateInvalidation"
+CLOUDFRONT_QUOTA = (2.0, 2)
+TIME_LIMIT_S = 90.0
+# A conservative in-region round trip for STS/CloudFront/DynamoDB control-plane calls.
+LATENCY_MS = 20.0
+
+
+def _bodies(org: Organisation, messages: int) -> tuple[list[str], int]:
+    bodies = []
+    for m in range(messages):
+        entries = [
+            {
+                "aws_account_id": t.account,
+                "cloudfront_distribution_id": t.distribution_ids[m % len(t.distribution_ids)],
+                "invalidation_path": f"/b1/{uuid.uuid4().hex[:8]}/m{m:03d}.html",
+            }
+            for t in org.targets
+        ]
+        bodies.append(json.dumps({"entries": entries}))
+    return bodies, messages * len(org.targets)
+
+
+def _invalidation_ids(host: Host) -> set[str]:
+    return {row[4] for row in host.effects()["invalidations"]}
+
+
+def _created(host: Host, before: set[str]) -> list[list[Any]]:
+    return [row for row in host.effects()["invalidations"] if row[4] not in before]
+
+
+def _summary(host: Host, before: set[str], seconds: float) -> dict[str, Any]:
+    calls = host.calls()
+    created = _created(host, before)
+    per_path = Counter(path for row in created for path in row[5])
+    return {
+        "seconds": seconds,
+        "assume_role": calls.count("AssumeRole"),
+        "create_invalidation": calls.count("CreateInvalidation"),
+        "create_invalidation_throttled": calls.count("CreateInvalidation", outcome="throttled"),
+        "api_calls": sum(r[4] for r in calls.rows),
+        "api_calls_by_operation": calls.by_operation(),
+        "invalidations_created": len(created),
+        # Every entry has a path of its own: distinct paths = entries done.
+        "paths_invalidated": len(per_path),
+        "paths_invalidated_twice": sum(1 for n in per_path.values() if n > 1),
+    }
+
+
+@contextmanager
+def _phases() -> Iterator[dict[str, float]]:
+    """Where the worker's dispatcher spends its time: ``run`` and ``lanes`` are wall seconds;
+    ``claim`` and ``record`` (the ledger's claim and finish writes, made inside the lanes,
+    concurrently) are seconds summed over the lanes' threads."""
+    from handler.dispatch import Dispatcher  # noqa: PLC0415 - after the environment is set
+    from handler.ledger_dynamodb import DynamoDBLedger  # noqa: PLC0415
+
+    spent = {"run": 0.0, "claim": 0.0, "lanes": 0.0, "record": 0.0}
+    lock = threading.Lock()
+
+    def timed(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                with lock:
+                    spent[name] += time.perf_counter() - started
+
+        return wrapper
+
+    with (
+        mock.patch.object(Dispatcher, "run", timed("run", Dispatcher.run)),
+        mock.patch.object(DynamoDBLedger, "claim", timed("claim", DynamoDBLedger.claim)),
+        mock.patch.object(DynamoDBLedger, "finish", timed("record", DynamoDBLedger.finish)),
+        mock.patch.object(Dispatcher, "_run_lane", timed("lanes", Dispatcher._run_lane)),
+    ):
+        yield spent
+
+
+def _through_queue(
+    host: Host,
+    org: Organisation,
+    name: str,
+    handler: Callable[[], Any],
+    bodies: list[str],
+    *,
+    latency_ms: float,
+    quota: tuple[float, int] | None = None,
+    unset: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Publish, then poll until empty; wall time of both, as an operator waits for both."""
+    # A short visibility timeout: a failed batch of the baseline comes back within the run.
+    org = fresh_queues(org, f"b1-{name}", visibility_timeout=10, max_receive_count=3)
+    before = _invalidation_ids(host)
+    env = {k: v for k, v in worker_env(org, host.proxy_url).items() if k not in unset}
+    with environment(env, unset=unset), _phases() as phases:
+        timed = TimedHandler(handler())
+        sqs = ops_sqs(org)  # made before the clock starts: the harness's cost, not a contender's
+        host.reset(_quotas(quota), latency_ms=latency_ms)
+        started = time.perf_counter()
+        publish(bodies, sqs=sqs, queue_url=org.queue_url, default_region=org.region)
+        drained = drain(org.queue_url, sqs, timed, time_limit_s=TIME_LIMIT_S)
+        seconds = time.perf_counter() - started
+    return {
+        **_summary(host, before, seconds),
+        "dispatcher_seconds": phases,
+        "handler_seconds": timed.seconds,
+        "invocations": timed.invocations,
+        "batch_failures": drained.handler_errors,
+        "timed_out": drained.timed_out,
+        "dead_lettered_messages": _depth(org.dlq_url, org),
+    }
+
+
+def _depth(queue_url: str, org: Organisation) -> int:
+    attributes = ops_sqs(org).get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    return int(attributes.get("ApproximateNumberOfMessages", "0"))
+
+
+def _quotas(quota: tuple[float, int] | None) -> dict[str, tuple[float, int]]:
+    return {QUOTA_API: quota} if quota else {}
+
+
+def _baseline_handler() -> Any:
+    baseline.reset()
+    return baseline.cloudfront_handler
+
+
+def _botocove(
+    host: Host,
+    org: Organisation,
+    bodies: list[str],
+    *,
+    latency_ms: float,
+    quota: tuple[float, int] | None = None,
+) -> dict[str, Any]:
+    from botocove import cove  # noqa: PLC0415 - optional bench dependency
+
+    per_account: dict[str, list[dict[str, str]]] = {}
+    for body in bodies:
+        for entry in json.loads(body)["entries"]:
+            per_account.setdefault(entry["aws_account_id"], []).append(entry)
+    before = _invalidation_ids(host)
+
+    # botocove is typed only when the bench extra is installed (not in CI's dev install).
+    @cove(  # type: ignore[untyped-decorator, unused-ignore]
+        target_ids=list(org.account_ids),
+        rolename=org.role_name,
+        role_session_name="botocove-bench",
+        assuming_session=fake_session(org.region),
+        regions=[org.region],
+    )
+    def invalidate(session: boto3.Session) -> int:
+        account = session.session_information["Id"]  # type: ignore[attr-defined]
+        client = session.client("cloudfront")
+        for entry in per_account[account]:
+            client.create_invalidation(
+                DistributionId=entry["cloudfront_distribution_id"],
+                InvalidationBatch={
+                    "Paths": {"Quantity": 1, "Items": [entry["invalidation_path"]]},
+                    "CallerReference": str(uuid.uuid4()),
+                },
+            )
+        return len(per_account[account])
+
+    with environment(worker_env(org, host.proxy_url)):
+        host.reset(_quotas(quota), latency_ms=latency_ms)
+        started = time.perf_counter()
+        output = invalidate()
+        seconds = time.perf_counter() - started
+    failures = len(output["Exceptions"]) + len(output["FailedAssumeRole"])
+    return {**_summary(host, before, seconds), "failures": failures}
+
+
+def _round(
+    host: Host,
+    org: Organisation,
+    bodies: list[str],
+    *,
+    latency_ms: float = 0.0,
+    quota: tuple[float, int] | None = None,
+) -> dict[str, Any]:
+    """The three contenders on one workload, one after another, under one condition."""
+    return {
+        "worker": _through_queue(
+            host, org, "worker", worker_handler, bodies, latency_ms=latency_ms, quota=quota
+        ),
+        "baseline": _through_queue(
+            host, org, "baseline", _baseline_handler, bodies, latency_ms=latency_ms, quota=quota
+        ),
+        "botocove": _botocove(host, org, bodies, latency_ms=latency_ms, quota=quota),
+    }
+
+
+def _quota_line(quota: dict[str, Any], entries: int) -> str:
+    parts = []
+    for name in ("worker", "baseline", "botocove"):
+        r = quota[name]
+        parts.append(
+            f"{name} {r['seconds']:.1f} s, {r['paths_invalidated']}/{entries} paths, "
+            f"{r['paths_invalidated_twice']} twice"
+        )
+    return "; ".join(parts)
+
+
+def run(host: Host, org: Organisation, *, quick: bool) -> Result:
+    messages = 6 if quick else 20
+    bodies, entries = _bodies(org, messages)
+    accounts = len(org.targets)
+    main = _round(host, org, bodies)
+    worker, base, cove = main["worker"], main["baseline"], main["botocove"]
+    # Variants that explain the headline: the ledger's share, and a latency-bound "AWS".
+    in_memory = _through_queue(
+        host, org, "memledger", worker_handler, bodies, latency_ms=0.0, unset=("LEDGER_TABLE",)
+    )
+    latency = _round(host, org, bodies, latency_ms=LATENCY_MS)
+    latency_in_memory = _through_queue(
+        host,
+        org,
+        "memledger-latency",
+        worker_handler,
+        bodies,
+        latency_ms=LATENCY_MS,
+        unset=("LEDGER_TABLE",),
+    )
+    quota = _round(host, org, bodies, quota=CLOUDFRONT_QUOTA)
+    speedup = base["seconds"] / worker["seconds"]
+    vs_cove = cove["seconds"] / worker["seconds"]
+    complete = worker["paths_invalidated"] == entries and not worker["timed_out"]
+    met = (
+        speedup >= TARGET_SPEEDUP
+        and vs_cove > 1.0
+        and worker["assume_role"] == accounts
+        and complete
+    )
+    lat_speedup = latency["baseline"]["seconds"] / latency["worker"]["seconds"]
+    lat_cove = latency["botocove"]["seconds"] / latency["worker"]["seconds"]
+    phases = worker["dispatcher_seconds"]
+    notes = (
+        f"{entries} entries ({messages} msgs x {accounts} accts, "
+        f"{accounts * len(org.targets[0].distribution_ids)} distributions). "
+        f"worker {worker['seconds']:.2f} s: {worker['assume_role']} AssumeRole, "
+        f"{worker['create_invalidation']} CreateInvalidation, {worker['api_calls']} calls; "
+        f"lanes {phases['lanes']:.2f} s wall, in them ledger claims {phases['claim']:.2f} s "
+        f"and outcome writes {phases['record']:.2f} s summed over threads; "
+        f"baseline {base['seconds']:.2f} s: {base['assume_role']} AssumeRole, "
+        f"{base['api_calls']} calls; botocove {cove['seconds']:.2f} s: "
+        f"{cove['assume_role']} AssumeRole, {cove['api_calls']} calls (worker {vs_cove:.2f}x). "
+        f"In-memory ledger: worker {in_memory['seconds']:.2f} s "
+        f"({base['seconds'] / in_memory['seconds']:.1f}x). "
+        f"+{LATENCY_MS:.0f} ms/call: {lat_speedup:.1f}x vs baseline, {lat_cove:.2f}x vs botocove "
+        f"({latency['baseline']['seconds'] / latency_in_memory['seconds']:.1f}x and "
+        f"{latency['botocove']['seconds'] / latency_in_memory['seconds']:.2f}x with the "
+        "in-memory ledger). "
+        f"Under CloudFront's quota ({CLOUDFRONT_QUOTA[0]:g}/s/acct): {_quota_line(quota, entries)}"
+    )
+    return Result(
+        key="B1",
+        title="Throughput vs peers (baseline time / worker time)",
+        measured=speedup,
+        display=f"{speedup:.1f}x",
+        target=f">= {TARGET_SPEEDUP:.0f}x, ahead of botocove, AssumeRole = {accounts}",
+        met=met,
+        notes=notes,
+        details={
+            "messages": messages,
+            "entries": entries,
+            "accounts": accounts,
+            **main,
+            "worker_in_memory_ledger": in_memory,
+            "latency_ms": LATENCY_MS,
+            "with_latency": latency,
+            "with_latency_worker_in_memory_ledger": latency_in_memory,
+            "speedup_vs_baseline": speedup,
+            "speedup_vs_botocove": vs_cove,
+            "cloudfront_quota": CLOUDFRONT_QUOTA,
+            "with_quota": quota,
+            "with_latency_speedup_vs_baseline": lat_speedup,
+            "with_latency_speedup_vs_botocove": lat_cove,
+        },
+    )

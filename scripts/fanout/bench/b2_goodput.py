@@ -1,0 +1,279 @@
+"""B2: goodput under a quota, and what happens when instances share it.
+
+Workload: N ``ssm.send_command`` jobs over the accounts, each on its own instance id, so no
+two jobs can be merged (SendCommand has no coalescing: every job is one call). The proxy grants
+Q SendCommand per second per account (token bucket, burst Q) and answers the rest with
+``ThrottlingException``. Each worker instance is a process of its own (``worker_proc.py``).
+
+Variants: one worker with RATE_LIMITS = Q (the headline); the original pattern (baseline);
+two workers each with its own bucket at Q (two Lambda instances sharing one quota); two workers
+at Q/2 each (a static split, the alternative to a shared DynamoDB bucket).
+
+Effects are counted in moto's state: commands per job token (the ``[fanout:<key>]`` prefix of
+the comment), so a lost job (no command, not dead-lettered) or a duplicate (two commands) shows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections import Counter
+from typing import Any, Final
+
+from fanout.bench.common import ApiCalls, Host, Result, spawn_worker, worker_report
+from fanout.bench.harness import fresh_queues, ops_sqs, worker_env
+from fanout.emulator import Organisation
+from fanout.publish import publish
+from handler.api import parse_message
+
+__all__ = ["run"]
+
+API: Final = "ssm:SendCommand"
+QUOTA: Final = 5.0  # per account per second: the plugin's declared SendCommand rate
+BURST: Final = 5
+TARGETS_PER_MESSAGE: Final = 50  # what `fanout publish` puts in one message
+TARGET_GOODPUT: Final = 0.9
+TARGET_THROTTLED: Final = 0.05
+_TOKEN_RE: Final = re.compile(r"^\[fanout:([0-9a-f]{16})\]")
+
+
+def _bodies(org: Organisation, jobs: int) -> list[str]:
+    request_id = f"b2-{uuid.uuid4().hex[:12]}"
+    targets = [
+        {
+            "account": org.account_ids[n % len(org.account_ids)],
+            "params": {"instance_ids": [f"i-{n:017x}"]},
+        }
+        for n in range(jobs)
+    ]
+    return [
+        json.dumps(
+            {
+                "version": 1,
+                "task": "ssm.send_command",
+                "request_id": request_id,
+                "targets": targets[i : i + TARGETS_PER_MESSAGE],
+                "params": {
+                    "document_name": "AWS-RunShellScript",
+                    "parameters": {"commands": ["true"]},
+                },
+            }
+        )
+        for i in range(0, jobs, TARGETS_PER_MESSAGE)
+    ]
+
+
+def _tokens(bodies: list[str], region: str) -> set[str]:
+    return {
+        job.key[:16]
+        for n, body in enumerate(bodies)
+        for job in parse_message(body, message_id=f"m{n}", default_region=region).jobs
+    }
+
+
+def _dead_lettered(org: Organisation) -> tuple[int, set[str]]:
+    """Messages in the DLQ and the job tokens they hold."""
+    sqs = ops_sqs(org)
+    messages = 0
+    tokens: set[str] = set()
+    while True:
+        batch = sqs.receive_message(
+            QueueUrl=org.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=300
+        ).get("Messages", [])
+        if not batch:
+            return messages, tokens
+        for message in batch:
+            messages += 1
+            try:
+                envelope = parse_message(
+                    message["Body"], message_id="dlq", default_region=org.region
+                )
+            except Exception:  # noqa: BLE001, S112 - an unparseable dead letter holds no job we sent
+                continue
+            tokens.update(job.key[:16] for job in envelope.jobs)
+
+
+def _variant(
+    host: Host,
+    org: Organisation,
+    jobs: int,
+    *,
+    name: str,
+    processes: int,
+    handler: str,
+    rate: float,
+    time_limit: float,
+    ledger: bool = True,
+) -> dict[str, Any]:
+    # A request of its own: the shared ledger would (rightly) replay jobs another variant ran.
+    bodies = _bodies(org, jobs)
+    expected = _tokens(bodies, org.region)
+    # As deployed: visibility = 6 x the function timeout (the poller's is 60 s).
+    org = fresh_queues(org, f"b2-{name}", visibility_timeout=360, max_receive_count=5)
+    env = worker_env(
+        org,
+        host.proxy_url,
+        RATE_LIMITS=f"{API}={rate:g}",
+        # One lane per account must run at once: a lane waiting for tokens holds its thread.
+        MAX_WORKERS="16",
+    )
+    if not ledger:
+        env["LEDGER_TABLE"] = ""  # the in-memory ledger: what the ledger's round trips cost
+    before = {row[3] for row in host.effects()["commands"]}
+    host.reset({API: (QUOTA, BURST)})
+    started = time.perf_counter()
+    publish(bodies, sqs=ops_sqs(org), queue_url=org.queue_url, default_region=org.region)
+    args = ["--queue-url", org.queue_url, "--sqs-endpoint", host.moto_url, "--handler", handler]
+    args += ["--time-limit", str(time_limit)]
+    children = [spawn_worker(args, env) for _ in range(processes)]
+    reports = [worker_report(child, time_limit + 60) for child in children]
+    wall = time.perf_counter() - started
+    stats = host.stats()
+    calls = ApiCalls.from_stats(stats)
+    line = stats["timelines"].get(API, {})
+    span = (line["last_ok"] - line["first"]) if line.get("last_ok") else float("nan")
+    ok = calls.count("SendCommand", outcome="ok")
+    throttled = calls.count("SendCommand", outcome="throttled")
+    sent = calls.count("SendCommand")
+    commands = [row for row in host.effects()["commands"] if row[3] not in before]
+    per_token = Counter(m.group(1) for row in commands if (m := _TOKEN_RE.match(row[2] or "")))
+    dlq_messages, dlq_tokens = _dead_lettered(org)
+    done = set(per_token) & expected
+    achieved = ok / span if span > 0 else 0.0
+    return {
+        "processes": processes,
+        "handler": handler,
+        "rate_limit": rate,
+        "wall_seconds": wall,
+        "quota_span_seconds": span,
+        "achieved_per_second": achieved,
+        "goodput": achieved / (QUOTA * len(org.account_ids)),
+        "send_command_requests": sent,
+        "send_command_ok": ok,
+        "throttled": throttled,
+        "throttled_ratio": throttled / sent if sent else 0.0,
+        "jobs": len(expected),
+        "jobs_done": len(done),
+        "dead_letter_messages": dlq_messages,
+        "jobs_dead_lettered": len(dlq_tokens & expected - done),
+        "lost": len(expected - done - dlq_tokens),
+        "duplicated_jobs": sum(1 for n in per_token.values() if n > 1),
+        "extra_commands": sum(n - 1 for n in per_token.values() if n > 1),
+        "api_calls_by_operation": calls.by_operation(),
+        "instances": reports,
+    }
+
+
+def _line(v: dict[str, Any]) -> str:
+    return (
+        f"{v['goodput']:.2f} of quota, {v['throttled_ratio']:.1%} throttled, {v['lost']} lost, "
+        f"{v['duplicated_jobs']} dup, {v['wall_seconds']:.0f} s"
+    )
+
+
+def _shared_bucket(own: dict[str, Any], split: dict[str, Any]) -> dict[str, Any]:
+    """Would a bucket shared by all instances (in DynamoDB) pay? The numbers, and a verdict."""
+    extra = split["send_command_requests"]  # one conditional write per call to take a token
+    ledger = split["api_calls_by_operation"].get("dynamodb:UpdateItem", 0)
+    active = sum(1 for r in split["instances"] if r.get("invocations"))
+    cost = (
+        f"A shared DynamoDB bucket costs one conditional write per call ({extra} here, "
+        f"+{extra / max(ledger, 1):.0%} over the ledger's {ledger}) and a round trip before "
+        "each call"
+    )
+    own_text = (
+        f"Two instances with their own buckets at Q: {own['goodput']:.2f} of quota, "
+        f"{own['throttled_ratio']:.1%} throttled, {own['wall_seconds']:.0f} s."
+    )
+    split_text = (
+        f"Static split (RATE_LIMITS = Q / instances): {split['goodput']:.2f} of quota, "
+        f"{split['throttled_ratio']:.1%} throttled, {active} of {len(split['instances'])} "
+        "instances had work."
+    )
+    if split["throttled_ratio"] > TARGET_THROTTLED:
+        verdict = f"{own_text} {split_text} Even the split is throttled: a shared bucket pays."
+    elif split["goodput"] >= TARGET_GOODPUT:
+        verdict = (
+            f"Not worth building now. {own_text} {split_text} {cost}, and can at best match "
+            "the split. It pays only when fewer instances run than the split assumes: the "
+            "split then leaves (1 - active/N) of the quota unused."
+        )
+    else:
+        verdict = (
+            f"{own_text} {split_text} The split left quota unused because fewer instances had "
+            f"work than it assumes: the case a shared bucket fixes. {cost}."
+        )
+    return {
+        "own_buckets_goodput": own["goodput"],
+        "own_buckets_throttled_ratio": own["throttled_ratio"],
+        "split_goodput": split["goodput"],
+        "split_throttled_ratio": split["throttled_ratio"],
+        "split_active_instances": active,
+        "shared_bucket_extra_writes": extra,
+        "ledger_writes": ledger,
+        "verdict": verdict,
+    }
+
+
+def run(host: Host, org: Organisation, *, quick: bool) -> Result:
+    jobs = 200 if quick else 1000
+    limit = 150.0 if quick else 240.0
+
+    def variant(
+        name: str, processes: int, handler: str, rate: float, *, ledger: bool = True
+    ) -> dict[str, Any]:
+        return _variant(
+            host,
+            org,
+            jobs,
+            name=name,
+            processes=processes,
+            handler=handler,
+            rate=rate,
+            time_limit=limit,
+            ledger=ledger,
+        )
+
+    one = variant("one", 1, "worker", QUOTA)
+    memory = variant("memory", 1, "worker", QUOTA, ledger=False)
+    base = variant("base", 1, "baseline-ssm", QUOTA)
+    two = variant("two", 2, "worker", QUOTA)
+    split = variant("split", 2, "worker", QUOTA / 2)
+    met = (
+        one["goodput"] >= TARGET_GOODPUT
+        and one["throttled_ratio"] <= TARGET_THROTTLED
+        and one["lost"] == 0
+        and one["duplicated_jobs"] == 0
+    )
+    accounts = len(org.account_ids)
+    notes = (
+        f"{jobs} SendCommand jobs (one instance each: no coalescing), {accounts} accts, "
+        f"Q={QUOTA:g}/s/acct. 1 worker: {_line(one)}. Same, in-memory ledger: {_line(memory)}. "
+        f"Baseline: {_line(base)}. "
+        f"2 workers at Q each: {_line(two)}. 2 workers at Q/2 each: {_line(split)}"
+    )
+    return Result(
+        key="B2",
+        title="Goodput under a quota (achieved rate / (Q x accounts))",
+        measured=one["goodput"],
+        display=f"{one['goodput']:.2f}; {one['throttled_ratio']:.1%} throttled; "
+        f"{one['lost']} lost; {one['duplicated_jobs']} dup",
+        target=f">= {TARGET_GOODPUT}, <= {TARGET_THROTTLED:.0%} throttled, 0 lost, 0 dup",
+        met=met,
+        notes=notes,
+        details={
+            "quota_per_account": QUOTA,
+            "burst": BURST,
+            "accounts": accounts,
+            "jobs": jobs,
+            "targets_per_message": TARGETS_PER_MESSAGE,
+            "one_worker": one,
+            "one_worker_in_memory_ledger": memory,
+            "baseline": base,
+            "two_workers_own_buckets": two,
+            "two_workers_split_quota": split,
+            "shared_bucket": _shared_bucket(two, split),
+        },
+    )

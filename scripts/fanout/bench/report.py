@@ -1,0 +1,232 @@
+"""``bench/results/latest.md`` and ``latest.json`` from the benchmarks' results."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fanout.bench.common import Result
+
+__all__ = ["summary_lines", "write"]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _met(result: Result) -> str:
+    return {True: "yes", False: "**no**", None: "error"}[result.met]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(str(c)) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _b1(details: dict[str, Any]) -> list[str]:
+    rows = [
+        _b1_row("worker (DynamoDB ledger, as deployed)", details["worker"]),
+        _b1_row("worker, in-memory ledger", details["worker_in_memory_ledger"]),
+        _b1_row("baseline (original pattern)", details["baseline"]),
+        _b1_row("botocove", details["botocove"]),
+    ]
+    rate = details["cloudfront_quota"][0]
+    latency = f"+{details['latency_ms']:.0f} ms per call"
+    rows.append(_b1_row(f"worker, {latency}", details["with_latency"]["worker"]))
+    rows.append(
+        _b1_row(
+            f"worker, in-memory ledger, {latency}",
+            details["with_latency_worker_in_memory_ledger"],
+        )
+    )
+    for key in ("baseline", "botocove"):
+        rows.append(_b1_row(f"{key}, {latency}", details["with_latency"][key]))
+    for key in ("worker", "baseline", "botocove"):
+        rows.append(_b1_row(f"{key}, quota {rate:g}/s per account", details["with_quota"][key]))
+    header = (
+        "contender",
+        "wall s",
+        "AssumeRole",
+        "CreateInvalidation (throttled)",
+        "all API calls",
+        f"paths done / {details['entries']}",
+        "paths twice",
+    )
+    lines = _table(header, rows)
+    phase_rows = []
+    for label, r in (
+        ("worker (DynamoDB ledger)", details["worker"]),
+        ("worker, in-memory ledger", details["worker_in_memory_ledger"]),
+        (f"worker, +{details['latency_ms']:.0f} ms per call", details["with_latency"]["worker"]),
+        (
+            f"worker, in-memory ledger, +{details['latency_ms']:.0f} ms per call",
+            details["with_latency_worker_in_memory_ledger"],
+        ),
+    ):
+        p = r["dispatcher_seconds"]
+        seconds = (r["handler_seconds"], p["claim"], p["lanes"], p["record"])
+        phase_rows.append([label, *(f"{x:.2f}" for x in seconds)])
+    return [
+        *lines,
+        "",
+        "The quota rounds enforce the plugin's declared CreateInvalidation rate in the proxy; "
+        "the first rounds enforce none (as the brief's B1). Where the worker's handler time "
+        "goes (dispatcher phases, seconds):",
+        "",
+        *_table(("worker", "handler", "claims", "lanes", "outcome writes"), phase_rows),
+    ]
+
+
+def _b1_row(label: str, r: dict[str, Any]) -> list[Any]:
+    return [
+        label,
+        f"{r['seconds']:.2f}",
+        r["assume_role"],
+        f"{r['create_invalidation']} ({r['create_invalidation_throttled']})",
+        r["api_calls"],
+        r["paths_invalidated"],
+        r["paths_invalidated_twice"],
+    ]
+
+
+def _b2(details: dict[str, Any]) -> list[str]:
+    rows = []
+    for label, key in (
+        ("1 worker, RATE_LIMITS = Q", "one_worker"),
+        ("1 worker, in-memory ledger", "one_worker_in_memory_ledger"),
+        ("baseline (original pattern)", "baseline"),
+        ("2 workers, each RATE_LIMITS = Q", "two_workers_own_buckets"),
+        ("2 workers, each RATE_LIMITS = Q/2", "two_workers_split_quota"),
+    ):
+        v = details[key]
+        rows.append(
+            [
+                label,
+                f"{v['goodput']:.2f}",
+                f"{v['throttled_ratio']:.1%}",
+                v["lost"],
+                v["duplicated_jobs"],
+                v["jobs_dead_lettered"],
+                f"{v['quota_span_seconds']:.1f}",
+                f"{v['wall_seconds']:.1f}",
+                v["api_calls_by_operation"].get("dynamodb:UpdateItem", 0),
+            ]
+        )
+    header = (
+        "variant",
+        "rate / (Q x accts)",
+        "throttled",
+        "lost",
+        "dup",
+        "DLQ",
+        "quota span s",
+        "wall s",
+        "ledger writes",
+    )
+    return [
+        *_table(header, rows),
+        "",
+        f"{details['jobs']} `ssm.send_command` jobs over {details['accounts']} accounts, quota "
+        f"Q = {details['quota_per_account']:g}/s per account (burst {details['burst']}) enforced "
+        "by the proxy. Each worker is a process of its own (its own token buckets), "
+        "MAX_WORKERS=16, DynamoDB ledger, queue visibility 360 s. Rate = successful SendCommand "
+        "calls / (last success - first request).",
+        "",
+        f"**Shared DynamoDB bucket?** {details['shared_bucket']['verdict']}",
+    ]
+
+
+def _b3(details: dict[str, Any]) -> list[str]:
+    rows = [
+        [r["module"], r["depth"], f"{r['cumulative_ms']:.1f}", f"{r['self_ms']:.1f}"]
+        for r in details["importtime_top10"]
+    ]
+    return [
+        "`python -X importtime -c 'import handler.app'`, top 10 by cumulative time:",
+        "",
+        *_table(("module", "depth", "cumulative ms", "self ms"), rows),
+    ]
+
+
+def _b5(details: dict[str, Any]) -> list[str]:
+    rows = [
+        [r["function"], f"{r['cpu_seconds'] * 1000:.1f}", f"{r['share']:.0%}"]
+        for r in details["top_project_attributed"][:5]
+    ]
+    return [
+        "cProfile of the worker (lanes inline), time of each project function including the "
+        "library code it calls directly:",
+        "",
+        *_table(("function", "profiled CPU ms", "share"), rows),
+    ]
+
+
+_DETAILS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+    "B1": _b1,
+    "B2": _b2,
+    "B3": _b3,
+    "B5": _b5,
+}
+
+
+def _markdown(results: Sequence[Result], machine: dict[str, Any], meta: dict[str, Any]) -> str:
+    packages = ", ".join(f"{k} {v}" for k, v in machine["packages"].items())
+    lines = [
+        "# Benchmark results",
+        "",
+        f"- Machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, "
+        f"{machine['platform']}",
+        f"- Date: {machine['date']}; mode: {meta['mode']}; suite wall time {meta['seconds']:.0f} s",
+        f"- Load average (1/5/15 min) at start {meta['load_average_at_start']}, at end "
+        f"{machine['load_average']}: other work on this machine makes timings noisy",
+        f"- Packages: {packages}",
+        f"- Command: `{meta['command']}`",
+        "",
+        *_table(
+            ("benchmark", "measured", "target", "met?", "notes"),
+            [[f"{r.key} {r.title}", r.display, r.target, _met(r), r.notes] for r in results],
+        ),
+    ]
+    for result in results:
+        render = _DETAILS.get(result.key)
+        if render is None or result.met is None:
+            continue
+        lines += ["", f"## {result.key}", "", *render(result.details)]
+    return "\n".join(lines) + "\n"
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN: a figure that could not be measured is null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write(
+    directory: Path, results: Sequence[Result], machine: dict[str, Any], meta: dict[str, Any]
+) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    md = directory / "latest.md"
+    js = directory / "latest.json"
+    md.write_text(_markdown(results, machine, meta))
+    document = {"machine": machine, **meta, "results": [asdict(r) for r in results]}
+    js.write_text(json.dumps(_clean(document), indent=2) + "\n")
+    return md, js
+
+
+def summary_lines(results: Sequence[Result]) -> list[str]:
+    width = max(len(r.display) for r in results) if results else 0
+    return [
+        f"{r.key}  {r.display:<{width}}  target {r.target:<40}  "
+        f"{'MET' if r.met else ('ERROR' if r.met is None else 'MISSED')}"
+        for r in results
+    ]

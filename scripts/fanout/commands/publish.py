@@ -1,0 +1,330 @@
+"""``fanout publish``: envelopes from arguments or a file, validated as the worker will, sent."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import boto3
+import click
+from botocore.exceptions import BotoCoreError, ClientError
+
+from fanout import console
+from fanout.errors import EXIT_FAILED, EXIT_OK, CliError, aws_error
+from fanout.options import (
+    QUEUE_URL_ENV,
+    output_option,
+    queue_url_option,
+    region_option,
+    resolve_region,
+)
+from fanout.publish import (
+    MAX_TARGETS_PER_MESSAGE,
+    PublishError,
+    PublishResult,
+    SendError,
+    bodies_from_document,
+    build_bodies,
+    publish,
+    refused_accounts,
+    validate_bodies,
+)
+from handler import api
+
+# Publishes of more messages than this draw a progress bar (on a terminal).
+PROGRESS_MIN_MESSAGES: Final = 50
+_PERCENT_RE = re.compile(r"^(100|[1-9]?[0-9])%$")
+
+
+class MaxErrors(click.ParamType[int | str]):
+    """A count of failed targets (``3``) or a percentage of the targets (``10%``)."""
+
+    name = "N|P%"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int | str:
+        text = str(value).strip()
+        if text.isdigit():
+            return int(text)
+        if not _PERCENT_RE.match(text):
+            self.fail(
+                f"{value!r} is neither a count (0, 1, ...) nor a percentage (0%-100%)", param, ctx
+            )
+        return text
+
+
+EPILOG: Final = """\b
+examples:
+  fanout publish cloudfront.invalidate --accounts 111111111111,222222222222 \\
+      --param 'paths=/index.html,/img/*' \\
+      --target-param 111111111111:distribution_id=E2QWRUHEXAMPLE \\
+      --target-param 222222222222:distribution_id=E1B2C3D4EXAMPLE
+  fanout publish ssm.send_command --accounts 111111111111 \\
+      --param document_name=AWS-RunShellScript --param 'parameters={"commands":["uptime"]}' \\
+      --param 'targets=[{"key":"tag:Role","values":["web"]}]'
+  fanout publish ssm.send_command --accounts ... --canary --max-errors 10%
+  fanout publish --file body.json --queue-url https://sqs.eu-west-1.amazonaws.com/...
+  fanout tasks    # every task, its parameters and IAM actions"""
+
+
+@click.command(
+    "publish",
+    epilog=EPILOG,
+)
+@click.argument("task", required=False, metavar="[TASK]")
+@click.option("--accounts", metavar="IDS", help="comma-separated target account ids")
+@click.option(
+    "--regions", metavar="REGIONS", help="comma-separated regions (default: the worker's region)"
+)
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="a parameter of every target (repeatable)",
+)
+@click.option(
+    "--target-param",
+    "target_params",
+    multiple=True,
+    metavar="ACCOUNT:KEY=VALUE",
+    help="a parameter for one account only (e.g. its distribution_id)",
+)
+@click.option("--file", metavar="PATH", help="a prepared body, v1 or legacy ('-' reads stdin)")
+@click.option("--request-id", metavar="ID", help="default: a new UUID")
+@click.option("--dry-run", is_flag=True, help="the worker checks but does nothing")
+@click.option(
+    "--canary",
+    is_flag=True,
+    help="run the first target alone; the others only after it succeeded",
+)
+@click.option(
+    "--max-errors",
+    type=MaxErrors(),
+    help="stop fanning out once more targets than this (a count, or a percentage) failed",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="send even to accounts ALLOWED_ACCOUNT_IDS does not list (the worker refuses them)",
+)
+@click.option(
+    "--republish",
+    is_flag=True,
+    help="send even when the ledger already has this request id (what ended runs nothing)",
+)
+@click.option(
+    "--max-targets",
+    type=click.IntRange(min=1),
+    default=MAX_TARGETS_PER_MESSAGE,
+    show_default=True,
+    help="targets per message; more are split across messages with one request id",
+)
+@queue_url_option("--queue-url", envvar=QUEUE_URL_ENV, help_text="the work queue")
+@region_option()
+@output_option(("table", "json"))
+def command(
+    *,
+    task: str | None,
+    accounts: str | None,
+    regions: str | None,
+    params: tuple[str, ...],
+    target_params: tuple[str, ...],
+    file: str | None,
+    request_id: str | None,
+    dry_run: bool,
+    canary: bool,
+    max_errors: int | str | None,
+    force: bool,
+    republish: bool,
+    max_targets: int,
+    queue_url: str | None,
+    region: str | None,
+    output: str,
+) -> int:
+    """Build envelope v1 messages (or send a prepared body), validate them exactly as the
+    worker will, and send them in batches of 10. Nothing is sent if any is invalid.
+
+    A --param value is JSON when it parses, else text; a repeated key makes a list. For a list
+    parameter, a comma separates items (paths=/a,/b); to keep a comma inside an item, give a
+    JSON list: 'paths=["/a,b"]'. --dry-run, --canary and --max-errors set the envelope's
+    options. Prints the request id and the `fanout status` command that follows it.
+    """
+    resolved_region = resolve_region(region, queue_url)
+    progress = console.Progress("publish")
+    try:
+        bodies = _bodies(
+            task=task,
+            file=file,
+            accounts=accounts,
+            regions=regions,
+            params=params,
+            target_params=target_params,
+            request_id=request_id,
+            options={"dry_run": dry_run, "canary": canary, "max_errors": max_errors},
+            max_targets=max_targets,
+            region=resolved_region,
+        )
+        result = _send(
+            bodies,
+            queue_url,
+            resolved_region,
+            force=force,
+            republish=republish,
+            progress=progress,
+        )
+    except PublishError as exc:
+        raise CliError(exc.reason) from None
+    except OSError as exc:
+        raise CliError(str(exc)) from None
+    except SendError as exc:
+        raise CliError(f"{exc.reason}; sent before the failure: {exc.sent}", EXIT_FAILED) from None
+    except (BotoCoreError, ClientError) as exc:
+        raise CliError(f"nothing sent: {aws_error(exc)}", EXIT_FAILED) from None
+    finally:
+        progress.close()
+    _print_result(result, queue_url or "", output)
+    return EXIT_OK
+
+
+def _bodies(
+    *,
+    task: str | None,
+    file: str | None,
+    accounts: str | None,
+    regions: str | None,
+    params: tuple[str, ...],
+    target_params: tuple[str, ...],
+    request_id: str | None,
+    options: dict[str, Any],
+    max_targets: int,
+    region: str,
+) -> list[str]:
+    """The message bodies the arguments ask for; :class:`PublishError` when they are unusable."""
+    if file is None:
+        if task is None:
+            raise PublishError("give a TASK (with --accounts) or --file")
+        if not accounts:
+            raise PublishError("--accounts is required with TASK")
+        return build_bodies(
+            task,
+            accounts=accounts,
+            regions=regions,
+            params=params,
+            target_params=target_params,
+            request_id=request_id,
+            max_targets=max_targets,
+            **options,
+        )
+    if task is not None:
+        raise PublishError("give a TASK or --file, not both")
+    if accounts or regions or params or target_params:
+        raise PublishError("--file takes the targets and params from the body")
+    text = sys.stdin.read() if file == "-" else Path(file).read_text("utf-8")
+    return bodies_from_document(
+        text,
+        request_id=request_id,
+        max_targets=max_targets,
+        default_region=region,
+        source="stdin" if file == "-" else file,
+        **options,
+    )
+
+
+def _send(
+    bodies: list[str],
+    queue_url: str | None,
+    region: str,
+    *,
+    force: bool,
+    republish: bool,
+    progress: console.Progress,
+) -> PublishResult:
+    """Validate (and check the allow-list unless ``force``, and the ledger for the request ids
+    unless ``republish``), then send to the queue."""
+    # A bad task is reported as such even before the queue is known.
+    envelopes = validate_bodies(bodies, default_region=region)
+    if not force:
+        _check_allowed(envelopes)
+    _check_new(envelopes, region, republish=republish)
+    if not queue_url:
+        raise PublishError(f"--queue-url is required (or set {QUEUE_URL_ENV})")
+    large = len(bodies) > PROGRESS_MIN_MESSAGES
+    return publish(
+        bodies,
+        sqs=boto3.client("sqs", region_name=region),
+        queue_url=queue_url,
+        default_region=region,
+        progress=progress.update if large else None,
+    )
+
+
+def _check_allowed(envelopes: Sequence[api.Envelope]) -> None:
+    """Refuse accounts the worker would dead-letter, as far as this environment tells."""
+    try:
+        settings = api.operator_settings()
+    except api.ConfigurationError as exc:
+        raise CliError(f"{exc.reason} (--force skips the allow-list check)") from None
+    refused = refused_accounts(envelopes, settings)
+    if refused:
+        named = ", ".join(refused[:5]) + (
+            f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+        )
+        raise CliError(
+            f"ALLOWED_ACCOUNT_IDS does not list {named}: the worker would dead-letter "
+            "those targets; nothing sent (--force sends anyway)"
+        )
+
+
+def _check_new(envelopes: Sequence[api.Envelope], region: str, *, republish: bool) -> None:
+    """A request id the ledger knows already: its ended targets would run nothing again (a
+    re-publish is taken for the publisher's retry). Refuse, unless ``republish``; say so when
+    the ledger cannot be read."""
+    try:
+        table = api.operator_settings().ledger_table
+    except api.ConfigurationError:
+        return  # _check_allowed reports a bad configuration
+    ids = sorted({e.request_id for e in envelopes if not e.legacy})
+    if not table or not ids:
+        return
+    try:
+        source = api.status_source(table, lambda: boto3.client("dynamodb", region_name=region))
+        known = source.requests.requests(ids)
+    except (BotoCoreError, ClientError) as exc:
+        console.note(f"could not check the ledger for these request ids: {aws_error(exc)}")
+        return
+    for request_id, record in sorted(known.items()):
+        what = (
+            f"request {request_id} exists already ({record.outcome}, "
+            f"{record.ended_total} of {record.expected} targets ended): its targets that ended "
+            "run nothing again. Use 'fanout redrive' for its dead letters, or a new --request-id"
+        )
+        if not republish:
+            raise CliError(f"{what}; nothing sent (--republish sends anyway)")
+        console.note(what)
+
+
+def _print_result(result: PublishResult, queue_url: str, output: str) -> None:
+    follow = [f"fanout status {shlex.quote(rid)} --watch" for rid in result.request_ids]
+    if output == "json":
+        console.print_json(
+            {
+                "request_ids": list(result.request_ids),
+                "message_ids": list(result.message_ids),
+                "messages": len(result.message_ids),
+                "jobs": result.jobs,
+                "queue_url": queue_url,
+                "follow": follow,
+            }
+        )
+        return
+    for request_id in result.request_ids:
+        print(f"request id: {request_id}")
+    print(f"sent {len(result.message_ids)} message(s), {result.jobs} job(s), to {queue_url}")
+    for command in follow:
+        print(f"follow it:  {command}")

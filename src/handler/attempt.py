@@ -1,0 +1,255 @@
+"""One call's attempt, as a lane runs it: claim its jobs in the ledger (one transaction), turn
+the granted claims into calls (the call itself; the rest re-planned when some were refused; a
+recovered job's recorded call), make each call (``handler.execute``), and record how each job
+ended. A job whose end cannot be written has not ended: it is retried.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from aws_lambda_powertools import Logger
+
+from handler.deadline import Deadline
+from handler.exceptions import (
+    ConfigurationError,
+    FanoutError,
+    JobBusyError,
+    NotRunError,
+    NotStartedError,
+    PermanentError,
+    RecordedFailure,
+    TransientError,
+    classify_aws_error,
+)
+from handler.execute import CallOutcome, CallRunner
+from handler.ledger import CallRecord, Claim, Decision, Ending, JobState, Ledger
+from handler.outcome import JobOutcome, Result
+from handler.requests import RequestView
+from handler.telemetry import BatchMetrics
+from tasks.base import Call, Job, Task, TaskResult
+
+__all__ = ["Attempts", "BatchScope", "outcomes_for"]
+
+logger = Logger(child=True)
+
+# What a recovery looks back over when no first claim time is known (a record past its TTL).
+_UNKNOWN_START_LOOKBACK_S = 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchScope:
+    """What every attempt of one batch shares."""
+
+    views: Mapping[str, RequestView]
+    deadline: Deadline
+    lock_until: float  # the claims' lock (handler.ledger.lock_until)
+    metrics: BatchMetrics
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """A call to make, the claims it ends, and since when a recovery looks for its effect."""
+
+    call: Call
+    claims: list[Claim]
+    since: float | None = None
+
+
+class Attempts:
+    def __init__(
+        self, ledger: Ledger, runner: CallRunner, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._ledger = ledger
+        self._runner = runner
+        self._clock = clock
+
+    def run(self, task: Task, call: Call, scope: BatchScope) -> list[JobOutcome]:
+        """Claim, run and record one planned call: one outcome per job of it."""
+        try:
+            claims = self._ledger.claim(
+                call.jobs, lock_until=scope.lock_until, calls=_recorded(task, call)
+            )
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a ledger outage: nothing started, try later
+            reason = classify_aws_error(exc).reason
+            error = NotStartedError(f"not started: ledger unavailable: {reason}")
+            return outcomes_for(call.jobs, Result.RETRY, error=error)
+        outcomes = [_refused(c) for c in claims if not c.granted]
+        fresh = [c for c in claims if c.decision in (Decision.FRESH, Decision.REDRIVE)]
+        recover = [c for c in claims if c.decision is Decision.RECOVER]
+        work = self._fresh(task, call, fresh, len(claims)) if fresh else []
+        work += self._recovery(task, recover)
+        for each in work:
+            if each.call.jobs[0].dry_run:
+                outcome = self._runner.preflight(task, each.call)
+                state, result = JobState.DRY_RUN, Result.DRY_RUN
+            else:
+                outcome = self._runner.run(
+                    task, each.call, scope.deadline, scope.metrics, recover_since=each.since
+                )
+                state, result = _ending(outcome.result, outcome.error)
+            outcomes += self._record(each.claims, outcome, (state, result), scope)
+        return outcomes
+
+    def _fresh(self, task: Task, call: Call, fresh: list[Claim], claimed: int) -> list[_Work]:
+        if len(fresh) == claimed:
+            return [_Work(call, fresh)]
+        # Some jobs were done already or busy elsewhere: plan the rest anew, and point their
+        # claims at the calls they are now part of.
+        by_key = {c.job.key: c for c in fresh}
+        calls = task.plan([c.job for c in fresh])
+        records = {k: r for each in calls for k, r in _recorded(task, each).items()}
+        if records:
+            self._ledger.record_calls(fresh, records)
+        return [_Work(each, [by_key[j.key] for j in each.jobs]) for each in calls]
+
+    def _recovery(self, task: Task, recover: list[Claim]) -> list[_Work]:
+        """Calls for jobs whose earlier attempt may have taken effect: the recorded call itself
+        (a coalesced call is repeated exactly, CallerReference and all), else the job's own."""
+        work: list[_Work] = []
+        by_ref: dict[str, list[Claim]] = defaultdict(list)
+        alone: list[Claim] = []
+        for claim in recover:
+            ref = claim.previous.call_ref if claim.previous else None
+            (by_ref[ref] if ref else alone).append(claim)
+        for ref, group in by_ref.items():
+            recorded = self._ledger.recorded_call(ref)
+            if recorded is None:  # recorded with the claim; gone only past its TTL
+                alone += group
+                continue
+            call = Call(
+                task=recorded.task,
+                account=recorded.account,
+                region=recorded.region,
+                params=recorded.params,
+                jobs=tuple(c.job for c in group),
+                idempotency_key=recorded.ref,
+            )
+            work.append(_Work(call, group, self._since(group)))
+        for claim in alone:
+            [call] = task.plan([claim.job])
+            work.append(_Work(call, [claim], self._since([claim])))
+        return work
+
+    def _since(self, claims: Sequence[Claim]) -> float:
+        """The earliest first claim of these jobs: any effect of theirs happened after it."""
+        times = [c.previous.created_at for c in claims if c.previous and c.previous.created_at]
+        return min(times) if times else self._clock() - _UNKNOWN_START_LOOKBACK_S
+
+    def _record(
+        self,
+        claims: Sequence[Claim],
+        outcome: CallOutcome,
+        verdict: tuple[JobState, Result],
+        scope: BatchScope,
+    ) -> list[JobOutcome]:
+        """Write the call's end for each job; a job whose end cannot be written has not ended."""
+        (state, result), task_result, error = verdict, outcome.result, outcome.error
+        endings = [_ending_of(c, state, task_result, error, scope.lock_until) for c in claims]
+        try:
+            written = self._ledger.finish(endings)
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any ledger failure: the job is not done
+            logger.warning(
+                "could not record job outcomes", extra={"reason": str(exc), "jobs": len(claims)}
+            )
+            if result is not Result.RETRY:
+                error = TransientError(f"{result} but not recorded in the ledger: {exc}")
+            return outcomes_for([c.job for c in claims], Result.RETRY, error=error)
+        outcomes: list[JobOutcome] = []
+        for claim, ok in zip(claims, written, strict=True):
+            if not ok:
+                busy = JobBusyError(f"job {claim.job.key} was taken over by another invocation")
+                outcomes.append(JobOutcome(claim.job, Result.RETRY, error=busy))
+                continue
+            view = scope.views.get(claim.job.request_id)
+            if view is not None and state in (JobState.SUCCEEDED, JobState.FAILING):
+                view.ended(claim.job.key, JobState.SUCCEEDED if task_result else JobState.FAILED)
+            letter = claim if state is JobState.FAILING else None
+            outcomes.append(
+                JobOutcome(claim.job, result, task_result, error=error, letter_claim=letter)
+            )
+        return outcomes
+
+
+def _ending_of(
+    claim: Claim,
+    state: JobState,
+    result: TaskResult | None,
+    error: FanoutError | None,
+    lock_until: float,
+) -> Ending:
+    failing = state is JobState.FAILING
+    return Ending(
+        claim=claim,
+        state=state,
+        result=result,
+        error_class=error.error_class if error else None,
+        error=error.reason if error else None,
+        # A failing job stays locked while its letter is sent, then ends FAILED.
+        lock_until=lock_until if failing else None,
+        ending=JobState.FAILED if failing else None,
+    )
+
+
+def _ending(result: TaskResult | None, error: FanoutError | None) -> tuple[JobState, Result]:
+    """The ledger state and the delivery result of a call's end."""
+    if result is not None:
+        return JobState.SUCCEEDED, Result.SUCCEEDED
+    if isinstance(error, PermanentError):
+        return JobState.FAILING, Result.FAILED
+    if isinstance(error, TransientError):
+        # A 5xx, timeout or unexpected error after the call was sent: it may have run. The
+        # next attempt settles it (repeat if idempotent, else look it up).
+        return JobState.UNCERTAIN, Result.RETRY
+    return JobState.RETRY, Result.RETRY
+
+
+def _recorded(task: Task, call: Call) -> dict[str, CallRecord]:
+    """A coalesced idempotent call is recorded with its claims: a recovery in another batch
+    must repeat exactly this call (same parameters, same idempotency key)."""
+    if not task.idempotent or len(call.jobs) < 2 or not call.idempotency_key:
+        return {}
+    record = CallRecord(call.idempotency_key, call.task, call.account, call.region, call.params)
+    return {job.key: record for job in call.jobs}
+
+
+def _refused(claim: Claim) -> JobOutcome:
+    job, record = claim.job, claim.record
+    if claim.decision is Decision.BUSY:
+        busy = JobBusyError(f"job {job.key} is in progress in another invocation")
+        return JobOutcome(job, Result.RETRY, error=busy)
+    if claim.decision is Decision.LETTER:
+        # Ended without success, but its letter writer died: this delivery writes the letter.
+        reason = record.last_error if record and record.last_error else "failed"
+        error_class = record.error_class if record and record.error_class else "PermanentError"
+        failure = RecordedFailure(reason, error_class)
+        return JobOutcome(job, Result.FAILED, error=failure, ended_as=JobState.FAILING)
+    assert record is not None  # noqa: S101 - ENDED always comes with the record found
+    if record.state is JobState.SUCCEEDED:
+        # A redelivery of finished work: replay the stored result, run nothing.
+        result = TaskResult(record.result_id or "", {**record.detail, "replayed": True})
+        return JobOutcome(job, Result.SUCCEEDED, task_result=result, replayed=True)
+    error = NotRunError(
+        f"already ended ({record.state}): {record.last_error or 'no reason recorded'}"
+    )
+    return JobOutcome(
+        job,
+        Result.ENDED,
+        error=error,
+        replayed=True,
+        ended_as=record.state,
+        origin_message_id=record.message_id,
+    )
+
+
+def outcomes_for(
+    jobs: Iterable[Job], result: Result, *, error: FanoutError | None = None
+) -> list[JobOutcome]:
+    return [JobOutcome(job=j, result=result, error=error) for j in jobs]

@@ -1,0 +1,257 @@
+"""Requests as first-class records: expected targets, counts by state, request-wide controls.
+
+A request record lives beside its jobs in the ledger (``sk = "#request"``). It is opened by the
+first worker that sees any part of the request (each part states the whole request's target
+count), counts every job's final state *idempotently* - a set of job keys per final state,
+updated with ADD/DELETE, so a duplicate delivery or a replay never counts twice and a redriven
+job moves from "failed" to "succeeded" - and is finished exactly once, by the conditional write
+that finds it complete (``Ledger.finish_request``).
+
+Request-wide controls are decided here, from the record as read at the start of a batch plus
+what this batch ended since (:class:`RequestView`): a cancelled request runs nothing more; once
+more targets failed than ``max_errors`` (a count, or a percentage of the *whole* request's
+targets) the rest end "not run"; with a canary, the others wait until it succeeded.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final, Protocol
+
+from handler.envelope import Envelope, Options, Target
+from handler.exceptions import CanaryPendingError, FanoutError, NotRunError
+from handler.ledger import JobState
+
+__all__ = [
+    "COUNTED_STATES",
+    "RequestLedger",
+    "RequestOpen",
+    "RequestRecord",
+    "RequestState",
+    "RequestView",
+    "short_key",
+]
+
+# The final states a request counts (a letter pending is not an end yet).
+COUNTED_STATES: Final = (
+    JobState.SUCCEEDED,
+    JobState.FAILED,
+    JobState.NOT_RUN,
+    JobState.CANCELLED,
+    JobState.DRY_RUN,
+)
+MAX_NOTES: Final = 20
+
+
+def short_key(job_key: str) -> str:
+    """A job's key as request records store it (64 bits: unique within a request)."""
+    return job_key[:16]
+
+
+class RequestState(StrEnum):
+    RUNNING = "running"
+    CANCELLING = "cancelling"  # `fanout cancel`: nothing more starts; it finishes as cancelled
+    STOPPING = "stopping"  # a stop condition fired: nothing more starts
+    FINISHED = "finished"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOpen:
+    """What the first message seen says about its request (written if the record is new)."""
+
+    request_id: str
+    task: str
+    expected: int
+    options: Mapping[str, Any]
+    publisher: str
+    canary_key: str | None = None
+
+    @classmethod
+    def of(cls, envelope: Envelope, publisher: str) -> RequestOpen:
+        return cls(
+            request_id=envelope.request_id,
+            task=envelope.task,
+            expected=envelope.request.expected_targets,
+            options=envelope.options.as_json(),
+            publisher=publisher,
+            canary_key=short_key(envelope.canary_key) if envelope.canary_key else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    request_id: str
+    task: str = ""
+    expected: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)
+    publisher: str = ""
+    state: RequestState = RequestState.RUNNING
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    finished_at: float | None = None
+    ended: Mapping[JobState, frozenset[str]] = field(default_factory=dict)
+    canary_key: str | None = None
+    cancelled: bool = False
+    stop_reason: str | None = None
+    notes: tuple[str, ...] = ()
+    announced_at: float | None = None  # its completion event (and export) went out
+    results_uri: str | None = None  # where its per-target results were exported
+
+    def count(self, state: JobState) -> int:
+        return len(self.ended.get(state, frozenset()))
+
+    @property
+    def ended_total(self) -> int:
+        # The union: a key may sit in two sets for a moment while it moves (a redrive).
+        return len(frozenset[str]().union(*self.ended.values()))
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.expected - self.ended_total)
+
+    @property
+    def complete(self) -> bool:
+        return self.expected > 0 and self.ended_total >= self.expected
+
+    def state_of(self, job_key: str) -> JobState | None:
+        key = short_key(job_key)
+        return next((s for s, keys in self.ended.items() if key in keys), None)
+
+    @property
+    def outcome(self) -> str:
+        """The request's state as reported: pending, running, succeeded, failed, cancelled,
+        stopped (DescribeMapRun's vocabulary, plus "pending": seen, nothing ended yet)."""
+        if self.state is RequestState.FINISHED:
+            if self.cancelled:
+                return "cancelled"
+            if self.stop_reason:
+                return "stopped"
+            good = self.count(JobState.SUCCEEDED) + self.count(JobState.DRY_RUN)
+            return "succeeded" if good == self.ended_total else "failed"
+        if self.state is RequestState.CANCELLING:
+            return "cancelling"
+        if self.state is RequestState.STOPPING:
+            return "stopping"
+        return "running" if self.ended_total else "pending"
+
+    def counts(self) -> dict[str, int]:
+        """DescribeMapRun-like counts: by final state, plus pending and total."""
+        counts = {state.value: self.count(state) for state in COUNTED_STATES}
+        return {**counts, "pending": self.pending, "total": self.expected}
+
+
+class RequestView:
+    """A request as this batch sees it: the record read at its start, plus what it ended since.
+
+    Thread-safe: lanes update it as their jobs end, so a canary's success releases the others
+    within the batch and ``max_errors`` counts failures as they happen.
+    """
+
+    def __init__(self, record: RequestRecord | None, envelope: Envelope) -> None:
+        self._record = record
+        self._options: Options = envelope.options
+        self._expected = max(envelope.request.expected_targets, record.expected if record else 0)
+        self._canary_key = (short_key(envelope.canary_key) if envelope.canary_key else None) or (
+            record.canary_key if record else None
+        )
+        self._canary: Target | None = envelope.options.canary
+        self._failed = record.count(JobState.FAILED) if record else 0
+        self._canary_state = (
+            record.state_of(self._canary_key) if record and self._canary_key else None
+        )
+        self._lock = threading.Lock()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._record is not None and self._record.cancelled
+
+    @property
+    def stop_reason(self) -> str | None:
+        record = self._record
+        if record is not None and record.state is RequestState.STOPPING:
+            return record.stop_reason or "stopped"
+        return None
+
+    def is_canary(self, job_key: str) -> bool:
+        return self._canary_key is not None and short_key(job_key) == self._canary_key
+
+    def held_back(self, job_key: str) -> FanoutError | None:
+        """Why a job must not start now (None: it may). NotRunError ends it; a
+        CanaryPendingError makes it wait."""
+        with self._lock:
+            stop = self.stop_reason
+            if stop:
+                return NotRunError(f"not run: request stopped: {stop}")
+            limit = self._max_errors()
+            if limit is not None and self._failed > limit:
+                return NotRunError(
+                    f"not run: {self._failed} targets of the request failed, more than "
+                    f"max_errors={self._options.max_errors}"
+                )
+            if self._canary is None or self.is_canary(job_key):
+                return None
+            if self._canary_state is JobState.SUCCEEDED:
+                return None
+            if self._canary_state in (JobState.FAILED, JobState.NOT_RUN):
+                return NotRunError(
+                    f"not run: canary target {self._canary.account}/{self._canary.region} failed"
+                )
+            return CanaryPendingError(
+                f"waiting for canary target {self._canary.account}/{self._canary.region} to succeed"
+            )
+
+    def ended(self, job_key: str, state: JobState) -> None:
+        """A job of this request ended in this batch (or its letter is being written)."""
+        with self._lock:
+            if state is JobState.FAILED:
+                self._failed += 1
+            if self.is_canary(job_key):
+                self._canary_state = state
+
+    def _max_errors(self) -> int | None:
+        # `fanout update --max-errors` rewrites the record's options: they win.
+        raw = self._record.options.get("max_errors") if self._record else None
+        options = self._options if raw is None else Options(max_errors=raw)
+        return options.max_errors_for(self._expected)
+
+
+class RequestLedger(Protocol):
+    """Where request records live (the ledger table, or memory)."""
+
+    def requests(self, request_ids: Sequence[str]) -> dict[str, RequestRecord]:
+        """The records of those requests that have one (consistent reads)."""
+        ...
+
+    def count_ended(self, opening: RequestOpen, endings: Mapping[str, JobState]) -> RequestRecord:
+        """Open the record if it is new, and count each job key's final state (idempotent: a
+        key is in exactly one state's set). Returns the record as written."""
+        ...
+
+    def finish_request(self, request_id: str) -> RequestRecord | None:
+        """Mark a complete request finished; the record if *this* call finished it, else None
+        (exactly one caller ever gets it)."""
+        ...
+
+    def claim_announcement(self, request_id: str, *, lease_until: float) -> RequestRecord | None:
+        """The finished record if this caller may announce it now: not announced yet, and no
+        other announcer's lease alive (its announcer died, or never started). None otherwise."""
+        ...
+
+    def announced(self, request_id: str, *, results_uri: str | None) -> None:
+        """Its completion event (and export) went out."""
+        ...
+
+    def cancel_request(self, request_id: str) -> RequestRecord:
+        """Nothing more of the request starts; it finishes as cancelled."""
+        ...
+
+    def update_request(self, request_id: str, options: Mapping[str, Any]) -> RequestRecord:
+        """Replace request-wide options (e.g. max_errors) while it runs."""
+        ...
+
+    def note_request(self, opening: RequestOpen, note: str) -> None:
+        """Keep a line for the operator (e.g. "re-published after it ended: nothing ran")."""
+        ...

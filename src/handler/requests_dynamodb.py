@@ -1,0 +1,243 @@
+"""Request records in the ledger table: ``pk`` = request id, ``sk`` = ``#request``.
+
+Final states are counted as string sets of (short) job keys - ``ended_<state>`` - updated with
+ADD and DELETE, which are idempotent: counting a replayed ending again changes nothing, and a
+redriven job's key moves from one set to another. A request's end total is the size of the
+union of its sets, so a key seen in two sets for a moment (ADD happens before DELETE when both
+touch one set) is never counted twice. Finishing is a conditional write: exactly one caller
+finishes a request.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from handler.dynamo import Item, Table, expires, n, read_bool, read_n, read_s, s
+from handler.ledger import JobState
+from handler.requests import (
+    COUNTED_STATES,
+    MAX_NOTES,
+    RequestOpen,
+    RequestRecord,
+    RequestState,
+    short_key,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+__all__ = ["REQUEST_SK", "DynamoDBRequests", "request_from_item", "request_key"]
+
+REQUEST_SK: Final = "#request"
+_OVERRIDE: Final = "override_"
+
+
+class DynamoDBRequests:
+    def __init__(
+        self,
+        table: str,
+        client: Callable[[], DynamoDBClient],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._table = Table(table, client)
+        self._clock = clock
+
+    def requests(self, request_ids: Sequence[str]) -> dict[str, RequestRecord]:
+        keys = [request_key(r) for r in dict.fromkeys(request_ids)]
+        records = (request_from_item(item) for item in self._table.batch_get(keys))
+        return {record.request_id: record for record in records}
+
+    def count_ended(self, opening: RequestOpen, endings: Mapping[str, JobState]) -> RequestRecord:
+        now = self._clock()
+        first, later = counting_updates(opening, endings, now)
+        item = self._update(opening.request_id, *first)
+        for expression, values in later:
+            item = self._update(opening.request_id, expression, values)
+        return request_from_item(item)
+
+    def finish_request(self, request_id: str) -> RequestRecord | None:
+        item = self._table.update(
+            request_key(request_id),
+            "SET #state = :finished, finished_at = :now, updated_at = :now",
+            {":finished": s(RequestState.FINISHED), ":now": n(self._clock())},
+            condition="attribute_exists(pk) AND #state <> :finished",
+        )
+        return request_from_item(item) if item is not None else None  # None: finished elsewhere
+
+    def claim_announcement(self, request_id: str, *, lease_until: float) -> RequestRecord | None:
+        item = self._table.update(
+            request_key(request_id),
+            "SET announcing_until = :until",
+            {
+                ":until": n(lease_until),
+                ":now": n(self._clock()),
+                ":finished": s(RequestState.FINISHED),
+            },
+            condition="#state = :finished AND attribute_not_exists(announced_at) AND "
+            "(attribute_not_exists(announcing_until) OR announcing_until < :now)",
+        )
+        return request_from_item(item) if item is not None else None
+
+    def announced(self, request_id: str, *, results_uri: str | None) -> None:
+        sets = ["announced_at = :now"]
+        values: dict[str, Any] = {":now": n(self._clock())}
+        if results_uri:
+            sets.append("results_uri = :uri")
+            values[":uri"] = s(results_uri)
+        self._update(request_id, "SET " + ", ".join(sets) + " REMOVE announcing_until", values)
+
+    def cancel_request(self, request_id: str) -> RequestRecord:
+        now = self._clock()
+        written, item = self._table.update_or_found(
+            request_key(request_id),
+            "SET #state = :cancelling, cancelled = :true, updated_at = :now, "
+            "created_at = if_not_exists(created_at, :now), expires_at = :ttl",
+            {
+                ":cancelling": s(RequestState.CANCELLING),
+                ":finished": s(RequestState.FINISHED),
+                ":true": {"BOOL": True},
+                ":now": n(now),
+                ":ttl": expires(now),
+            },
+            condition="attribute_not_exists(#state) OR #state <> :finished",
+        )
+        if not written:  # the request had finished: its record says how
+            return request_from_item(item or {"pk": s(request_id)})
+        return request_from_item(item)
+
+    def update_request(self, request_id: str, options: Mapping[str, Any]) -> RequestRecord:
+        sets = ["updated_at = :now"]
+        values: dict[str, Any] = {":now": n(self._clock())}
+        for i, (name, value) in enumerate(sorted(options.items())):
+            sets.append(f"{_OVERRIDE}{name} = :v{i}")
+            values[f":v{i}"] = s(json.dumps(value))
+        return request_from_item(self._update(request_id, "SET " + ", ".join(sets), values))
+
+    def note_request(self, opening: RequestOpen, note: str) -> None:
+        sets, values = opening_sets(opening, self._clock())
+        sets.append("notes = list_append(if_not_exists(notes, :empty), :note)")
+        values.update({":empty": {"L": []}, ":note": {"L": [s(note[:500])]}})
+        values[":max"] = {"N": str(MAX_NOTES)}
+        # Refused when there are enough notes already: the first ones say it.
+        self._table.update(
+            request_key(opening.request_id),
+            "SET " + ", ".join(sets),
+            values,
+            condition="attribute_not_exists(notes) OR size(notes) < :max",
+        )
+
+    def _update(self, request_id: str, expression: str, values: Mapping[str, Any]) -> Item:
+        """An unconditional update: the item as written."""
+        item = self._table.update(request_key(request_id), expression, values)
+        return item or {}
+
+
+def request_key(request_id: str) -> dict[str, Any]:
+    return {"pk": s(request_id), "sk": s(REQUEST_SK)}
+
+
+def opening_sets(opening: RequestOpen, now: float) -> tuple[list[str], dict[str, Any]]:
+    """What any update of a request sets: the record as the first message describes it (kept
+    when it exists: ``if_not_exists``), so the first writer - whichever it is - creates it."""
+    sets = [
+        "task = if_not_exists(task, :task)",
+        "expected = if_not_exists(expected, :expected)",
+        "options = if_not_exists(options, :options)",
+        "publisher = if_not_exists(publisher, :publisher)",
+        "created_at = if_not_exists(created_at, :now)",
+        "#state = if_not_exists(#state, :running)",
+        "updated_at = :now",
+        "expires_at = :ttl",
+    ]
+    values: dict[str, Any] = {
+        ":task": s(opening.task),
+        ":expected": {"N": str(opening.expected)},
+        ":options": s(json.dumps(dict(opening.options), sort_keys=True)),
+        ":publisher": s(opening.publisher or "-"),
+        ":now": n(now),
+        ":running": s(RequestState.RUNNING),
+        ":ttl": expires(now),
+    }
+    if opening.canary_key:
+        sets.append("canary_key = if_not_exists(canary_key, :canary)")
+        values[":canary"] = s(opening.canary_key)
+    return sets, values
+
+
+Update = tuple[str, dict[str, Any]]
+
+
+def counting_updates(
+    opening: RequestOpen, endings: Mapping[str, JobState], now: float
+) -> tuple[Update, list[Update]]:
+    """The updates that count ``endings``: ADD each key to its state's set and DELETE it from
+    the others'. An attribute can be named once per update, so keys leaving a set this update
+    also adds to are removed by a later update (the union of the sets never counts a key twice
+    in between)."""
+    sets, values = opening_sets(opening, now)
+    by_state: dict[JobState, set[str]] = {}
+    for key, state in endings.items():
+        by_state.setdefault(state, set()).add(short_key(key))
+    adds = [f"ended_{state} :add_{state}" for state in by_state]
+    values.update({f":add_{state}": {"SS": sorted(keys)} for state, keys in by_state.items()})
+    deletes: list[str] = []
+    later: list[Update] = []
+    for other in COUNTED_STATES:
+        leaving = set().union(*(k for st, k in by_state.items() if st is not other))
+        if not leaving:
+            continue
+        if other in by_state:
+            later.append(
+                (
+                    f"SET updated_at = :now DELETE ended_{other} :keys",
+                    {":now": n(now), ":keys": {"SS": sorted(leaving)}},
+                )
+            )
+        else:
+            deletes.append(f"ended_{other} :del_{other}")
+            values[f":del_{other}"] = {"SS": sorted(leaving)}
+    expression = "SET " + ", ".join(sets)
+    if adds:
+        expression += " ADD " + ", ".join(adds)
+    if deletes:
+        expression += " DELETE " + ", ".join(deletes)
+    return (expression, values), later
+
+
+def request_from_item(item: Item) -> RequestRecord:
+    def text(name: str) -> str | None:
+        return read_s(item, name)
+
+    def number(name: str) -> float | None:
+        return read_n(item, name)
+
+    options: dict[str, Any] = json.loads(text("options") or "{}")
+    for name, value in item.items():
+        if name.startswith(_OVERRIDE):
+            options[name[len(_OVERRIDE) :]] = json.loads(value["S"])
+    ended = {
+        state: frozenset(item[f"ended_{state}"]["SS"])
+        for state in COUNTED_STATES
+        if f"ended_{state}" in item
+    }
+    return RequestRecord(
+        request_id=text("pk") or "",
+        task=text("task") or "",
+        expected=int(number("expected") or 0),
+        options=options,
+        publisher=text("publisher") or "",
+        state=RequestState(text("state") or RequestState.RUNNING),
+        created_at=number("created_at") or 0.0,
+        updated_at=number("updated_at") or 0.0,
+        finished_at=number("finished_at"),
+        ended=ended,
+        canary_key=text("canary_key"),
+        cancelled=read_bool(item, "cancelled"),
+        stop_reason=text("stop_reason"),
+        notes=tuple(v["S"] for v in item.get("notes", {}).get("L", [])),
+        announced_at=number("announced_at"),
+        results_uri=text("results_uri"),
+    )

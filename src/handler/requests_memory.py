@@ -1,0 +1,111 @@
+"""Request records of one execution environment (LEDGER_TABLE unset, and tests)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from handler.ledger import JobState
+from handler.requests import (
+    COUNTED_STATES,
+    MAX_NOTES,
+    RequestOpen,
+    RequestRecord,
+    RequestState,
+    short_key,
+)
+
+__all__ = ["InMemoryRequests"]
+
+
+class InMemoryRequests:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._records: dict[str, RequestRecord] = {}
+        self._leases: dict[str, float] = {}  # announcement leases
+        self._lock = threading.Lock()
+
+    def requests(self, request_ids: Sequence[str]) -> dict[str, RequestRecord]:
+        with self._lock:
+            return {rid: self._records[rid] for rid in request_ids if rid in self._records}
+
+    def _opened(self, opening: RequestOpen, now: float) -> RequestRecord:
+        record = self._records.get(opening.request_id) or RequestRecord(opening.request_id)
+        return replace(
+            record,
+            task=record.task or opening.task,
+            expected=record.expected or opening.expected,
+            options=record.options or dict(opening.options),
+            publisher=record.publisher or opening.publisher,
+            created_at=record.created_at or now,
+            canary_key=record.canary_key or opening.canary_key,
+            updated_at=now,
+        )
+
+    def count_ended(self, opening: RequestOpen, endings: Mapping[str, JobState]) -> RequestRecord:
+        now = self._clock()
+        with self._lock:
+            record = self._opened(opening, now)
+            sets = {state: set(record.ended.get(state, frozenset())) for state in COUNTED_STATES}
+            for key, state in endings.items():
+                for keys in sets.values():
+                    keys.discard(short_key(key))
+                sets[state].add(short_key(key))
+            record = replace(
+                record, ended={state: frozenset(keys) for state, keys in sets.items() if keys}
+            )
+            self._records[opening.request_id] = record
+            return record
+
+    def finish_request(self, request_id: str) -> RequestRecord | None:
+        with self._lock:
+            record = self._records.get(request_id)
+            if record is None or record.state is RequestState.FINISHED or not record.complete:
+                return None
+            record = replace(record, state=RequestState.FINISHED, finished_at=self._clock())
+            self._records[request_id] = record
+            return record
+
+    def claim_announcement(self, request_id: str, *, lease_until: float) -> RequestRecord | None:
+        now = self._clock()
+        with self._lock:
+            record = self._records.get(request_id)
+            if record is None or record.state is not RequestState.FINISHED:
+                return None
+            if record.announced_at is not None or self._leases.get(request_id, 0.0) >= now:
+                return None
+            self._leases[request_id] = lease_until
+            return record
+
+    def announced(self, request_id: str, *, results_uri: str | None) -> None:
+        with self._lock:
+            record = self._records[request_id]
+            self._records[request_id] = replace(
+                record, announced_at=self._clock(), results_uri=results_uri
+            )
+
+    def cancel_request(self, request_id: str) -> RequestRecord:
+        with self._lock:
+            record = self._records.get(request_id) or RequestRecord(request_id)
+            if record.state is not RequestState.FINISHED:
+                record = replace(
+                    record, state=RequestState.CANCELLING, cancelled=True, updated_at=self._clock()
+                )
+            self._records[request_id] = record
+            return record
+
+    def update_request(self, request_id: str, options: Mapping[str, Any]) -> RequestRecord:
+        with self._lock:
+            record = self._records.get(request_id) or RequestRecord(request_id)
+            record = replace(record, options={**record.options, **options})
+            self._records[request_id] = record
+            return record
+
+    def note_request(self, opening: RequestOpen, note: str) -> None:
+        with self._lock:
+            record = self._opened(opening, self._clock())
+            notes = (*record.notes, note)[-MAX_NOTES:]
+            self._records[opening.request_id] = replace(record, notes=notes)

@@ -1,0 +1,100 @@
+"""The worker's side of request records: read them before a batch runs (the request-wide
+controls every job is gated by), and count the final states the batch's jobs reached after it
+(finishing and announcing the requests that are complete).
+
+Counting is idempotent (``handler.requests``): when a count cannot be written, the request's
+messages come back, and their replays count again without counting anything twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from aws_lambda_powertools import Logger
+
+from handler.completion import Completions
+from handler.envelope import Envelope
+from handler.exceptions import ConfigurationError
+from handler.ledger import JobState
+from handler.requests import RequestLedger, RequestOpen, RequestView
+from handler.sqs import Message
+from handler.telemetry import BatchMetrics
+
+__all__ = ["Ended", "RequestTracker"]
+
+logger = Logger(child=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """The final states one message's jobs reached in this delivery."""
+
+    message: Message
+    envelope: Envelope
+    states: Mapping[str, JobState]
+
+
+class RequestTracker:
+    def __init__(self, requests: RequestLedger, completions: Completions) -> None:
+        self._requests = requests
+        self._completions = completions
+
+    def views(self, envelopes: Sequence[Envelope]) -> dict[str, RequestView]:
+        """Each request's controls as its record and this batch's messages state them."""
+        ids = sorted({e.request_id for e in envelopes})
+        try:
+            records = self._requests.requests(ids)
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - without records, controls act on this batch only
+            logger.warning("could not read request records", extra={"reason": str(exc)})
+            records = {}
+        views: dict[str, RequestView] = {}
+        for envelope in envelopes:
+            rid = envelope.request_id
+            if rid not in views or envelope.canary_key:
+                views[rid] = RequestView(records.get(rid), envelope)
+        return views
+
+    def count(self, ended: Sequence[Ended], metrics: BatchMetrics) -> list[str]:
+        """Count the final states each request's jobs reached; finish complete requests.
+        Returns the ids of the messages that must come back (their request's count failed)."""
+        by_request: dict[str, list[Ended]] = {}
+        for each in ended:
+            by_request.setdefault(each.envelope.request_id, []).append(each)
+        failed: list[str] = []
+        for request_id, items in by_request.items():
+            states = {key: state for item in items for key, state in item.states.items()}
+            opening = RequestOpen.of(items[0].envelope, items[0].message.sender)
+            try:
+                record = self._requests.count_ended(opening, states)
+                finished = self._completions.settle(record)
+                if finished is not None:
+                    metrics.count(f"Requests{finished.outcome.capitalize()}", finished.task)
+            except ConfigurationError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the messages come back and count again
+                logger.warning(
+                    "could not count or announce the request's ends",
+                    extra={"request_id": request_id, "reason": str(exc)},
+                )
+                failed += [item.message.message_id for item in items]
+        return failed
+
+    def note_republished(self, message: Message, envelope: Envelope) -> None:
+        """Nothing runs again, and the request record says so plainly (``fanout status``)."""
+        note = (
+            f"message {message.message_id} named {len(envelope.jobs)} target(s) that had "
+            "already ended without success: nothing ran again. Use `fanout redrive` on their "
+            "dead letters, or publish with a new request id"
+        )
+        logger.warning(
+            "re-published request", extra={"request_id": envelope.request_id, "note": note}
+        )
+        try:
+            self._requests.note_request(RequestOpen.of(envelope, message.sender), note)
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a note is not worth a redelivery
+            logger.warning("could not note the re-publish", extra={"reason": str(exc)})
