@@ -219,6 +219,8 @@ def finish_update(table: str, end: Ending, now: float) -> dict[str, Any]:
             values[f":{name}"] = s(value)
     if end.error_class is None:
         removes.append("error_class")
+    if end.state is JobState.SUCCEEDED:
+        removes.append("last_error")  # a redriven job that succeeds shows no old reason
     if end.state is JobState.FAILING:
         sets += ["lock_expires = :until", "ending = :ending"]
         values[":until"] = n(end.lock_until or now)

@@ -115,7 +115,10 @@ class InMemoryLedger:
                     result_id=end.result.resource_id if end.result else current.result_id,
                     detail=dict(end.result.detail) if end.result else current.detail,
                     error_class=end.error_class,
-                    last_error=end.error or current.last_error,
+                    # A redriven job that succeeds shows no old reason.
+                    last_error=None
+                    if end.state is JobState.SUCCEEDED
+                    else end.error or current.last_error,
                     updated_at=now,
                     lock_expires=end.lock_until if keep_lock else None,
                     claim_token=current.claim_token if keep_lock else None,

@@ -305,6 +305,29 @@ def test_a_failed_job_is_final_unless_its_message_was_redriven(
     assert claim_one(ledger, clock, job(redriven=True)).decision is Decision.REDRIVE
 
 
+def test_a_redriven_job_that_succeeds_no_longer_shows_its_old_error(
+    make_ledger: Callable[[Clock], Ledger],
+) -> None:
+    """GIVEN a job dead-lettered with a reason
+    WHEN its redriven message runs it and it succeeds
+    THEN its record shows success only: the old reason and error class are gone."""
+    clock = Clock()
+    ledger = make_ledger(clock)
+    [held] = ledger.hold(
+        [job()], ending=JobState.FAILED, error_class="X", error="x", lock_until=clock.now + 5
+    )
+    ledger.lettered([held])
+
+    end(ledger, claim_one(ledger, clock, job(redriven=True)), JobState.SUCCEEDED)
+
+    [record] = ledger.jobs("req-1")
+    assert (record.state, record.error_class, record.last_error) == (
+        JobState.SUCCEEDED,
+        None,
+        None,
+    )
+
+
 def test_a_redriven_job_whose_last_attempt_was_uncertain_is_recovered(
     make_ledger: Callable[[Clock], Ledger],
 ) -> None:
