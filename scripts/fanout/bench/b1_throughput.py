@@ -17,7 +17,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Final
 from unittest import mock
 
 import boto3
@@ -38,6 +38,10 @@ CLOUDFRONT_QUOTA = (2.0, 2)
 TIME_LIMIT_S = 90.0
 # A conservative in-region round trip for STS/CloudFront/DynamoDB control-plane calls.
 LATENCY_MS = 20.0
+# The request record's cost budget (issue 11): one amortised write per job at most, and no read
+# of a request's state beyond one per batch.
+REQUEST_WRITES_PER_JOB = 1.0
+REQUEST_READS_PER_BATCH = 1.0
 
 
 def _bodies(org: Organisation, messages: int) -> tuple[list[str], int]:
@@ -112,6 +116,79 @@ def _phases() -> Iterator[dict[str, float]]:
         yield spent
 
 
+class _CountedClient:
+    """A DynamoDB client whose calls are counted under ``<owner>:<operation>``."""
+
+    def __init__(self, client: Any, owner: str, counts: Counter[str], lock: threading.Lock):
+        self._client, self._owner, self._counts, self._lock = client, owner, counts, lock
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute) or name.startswith(("get_paginator", "can_")):
+            return attribute
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                self._counts[f"{self._owner}:{name}"] += 1
+            return attribute(*args, **kwargs)
+
+        return counted
+
+
+@contextmanager
+def _dynamodb_requests() -> Iterator[Counter[str]]:
+    """DynamoDB requests made for job items (``jobs:``) and for request records
+    (``requests:``), by operation. Both live in one table, so the proxy cannot tell them apart:
+    each store's ``Table`` is tagged when the worker builds it, and calls through it counted."""
+    from handler.dynamo import Table  # noqa: PLC0415 - after the environment is set
+    from handler.ledger_dynamodb import DynamoDBLedger  # noqa: PLC0415
+    from handler.requests_dynamodb import DynamoDBRequests  # noqa: PLC0415
+
+    counts: Counter[str] = Counter()
+    lock = threading.Lock()
+    owners: dict[int, str] = {}  # id(Table) -> owner
+
+    def tagging(owner: str, init: Callable[..., None]) -> Callable[..., None]:
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+            init(self, *args, **kwargs)
+            owners[id(self._table)] = owner
+
+        return wrapper
+
+    client = Table.client
+
+    def counting_client(self: Table) -> Any:
+        owner = owners.get(id(self))
+        real = client(self)
+        return real if owner is None else _CountedClient(real, owner, counts, lock)
+
+    with (
+        mock.patch.object(DynamoDBLedger, "__init__", tagging("jobs", DynamoDBLedger.__init__)),
+        mock.patch.object(
+            DynamoDBRequests, "__init__", tagging("requests", DynamoDBRequests.__init__)
+        ),
+        mock.patch.object(Table, "client", counting_client),
+    ):
+        yield counts
+
+
+READS: Final = ("get_item", "batch_get_item", "query")
+
+
+def _store_cost(counts: Counter[str], owner: str, jobs: int, batches: int) -> dict[str, Any]:
+    """Requests per job (writes) and per batch (reads) one store made, and by operation."""
+    mine = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith(f"{owner}:")}
+    reads = sum(v for k, v in mine.items() if k in READS)
+    writes = sum(mine.values()) - reads
+    return {
+        "by_operation": mine,
+        "writes": writes,
+        "reads": reads,
+        "writes_per_job": writes / jobs if jobs else None,
+        "reads_per_batch": reads / batches if batches else None,
+    }
+
+
 def _through_queue(
     host: Host,
     org: Organisation,
@@ -128,7 +205,7 @@ def _through_queue(
     org = fresh_queues(org, f"b1-{name}", visibility_timeout=10, max_receive_count=3)
     before = _invalidation_ids(host)
     env = {k: v for k, v in worker_env(org, host.proxy_url).items() if k not in unset}
-    with environment(env, unset=unset), _phases() as phases:
+    with environment(env, unset=unset), _phases() as phases, _dynamodb_requests() as dynamodb:
         timed = TimedHandler(handler())
         sqs = ops_sqs(org)  # made before the clock starts: the harness's cost, not a contender's
         host.reset(_quotas(quota), latency_ms=latency_ms)
@@ -136,9 +213,13 @@ def _through_queue(
         publish(bodies, sqs=sqs, queue_url=org.queue_url, default_region=org.region)
         drained = drain(org.queue_url, sqs, timed, time_limit_s=TIME_LIMIT_S)
         seconds = time.perf_counter() - started
+    summary = _summary(host, before, seconds)
+    jobs, batches = summary["paths_invalidated"], timed.invocations
     return {
-        **_summary(host, before, seconds),
+        **summary,
         "dispatcher_seconds": phases,
+        "dynamodb_job_items": _store_cost(dynamodb, "jobs", jobs, batches),
+        "dynamodb_request_records": _store_cost(dynamodb, "requests", jobs, batches),
         "handler_seconds": timed.seconds,
         "invocations": timed.invocations,
         "batch_failures": drained.handler_errors,
@@ -240,6 +321,17 @@ def _quota_line(quota: dict[str, Any], entries: int) -> str:
     return "; ".join(parts)
 
 
+def _cost_line(worker: dict[str, Any]) -> str:
+    jobs, requests = worker["dynamodb_job_items"], worker["dynamodb_request_records"]
+    return (
+        f"DynamoDB requests of the worker round: request records {requests['writes_per_job']:.2f} "
+        f"writes per job and {requests['reads_per_batch']:.2f} reads per batch (target <= "
+        f"{REQUEST_WRITES_PER_JOB:g} and <= {REQUEST_READS_PER_BATCH:g}); job items "
+        f"{jobs['writes_per_job']:.2f} writes per job, "
+        f"{jobs['reads_per_batch']:.2f} reads per batch"
+    )
+
+
 def run(host: Host, org: Organisation, *, quick: bool) -> Result:
     messages = 6 if quick else 20
     bodies, entries = _bodies(org, messages)
@@ -289,7 +381,9 @@ def run(host: Host, org: Organisation, *, quick: bool) -> Result:
         f"({latency['baseline']['seconds'] / latency_in_memory['seconds']:.1f}x and "
         f"{latency['botocove']['seconds'] / latency_in_memory['seconds']:.2f}x with the "
         "in-memory ledger). "
-        f"Under CloudFront's quota ({CLOUDFRONT_QUOTA[0]:g}/s/acct): {_quota_line(quota, entries)}"
+        f"Under CloudFront's quota ({CLOUDFRONT_QUOTA[0]:g}/s/acct): "
+        f"{_quota_line(quota, entries)}. "
+        f"{_cost_line(worker)}"
     )
     return Result(
         key="B1",

@@ -32,7 +32,7 @@ __all__ = [
     "worker_report",
 ]
 
-REPO_ROOT: Final = Path(__file__).resolve().parents[2]
+REPO_ROOT: Final = Path(__file__).resolve().parents[3]  # scripts/fanout/bench/ -> root
 # The worker's JSON logs and EMF metrics would swamp the output and cost time that is not the
 # worker's own in production (CloudWatch ingests them asynchronously).
 QUIET_ENV: Final = {
