@@ -50,6 +50,11 @@ def claimed_record(
 
 
 class InMemoryLedger:
+    """The ``Ledger`` protocol in memory (one process), for tests, the benchmarks and a
+    ledger-less deployment. Every rule of ``ledger_dynamodb``'s conditional writes is restated
+    here under one lock, in the same order, so that the two can be read side by side (the
+    shared unit tests run against both); that is why it is as long as it is."""
+
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._records: dict[tuple[str, str], JobRecord] = {}

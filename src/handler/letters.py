@@ -172,6 +172,20 @@ class NoDeadLetterQueueError(RetryableError):
         return self.original.error_class
 
 
+def _lettered_before(ledger: Ledger, message: Message) -> bool:
+    """Whether an earlier delivery lettered this message; unknown (ledger down) counts as no:
+    it is lettered again, under the same letter id."""
+    try:
+        if ledger.dead_lettered(message.message_id):
+            logger.info("message already dead-lettered", extra={"message_id": message.message_id})
+            return True
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - unknown: letter it anyway, with the same letter id
+        logger.warning("cannot check the ledger before dead-lettering", extra={"reason": str(exc)})
+    return False
+
+
 def dead_letter_message(
     ledger: Ledger,
     dead_letters: DeadLetters,
@@ -185,14 +199,8 @@ def dead_letter_message(
     dead-lettered?" check only avoids a duplicate letter (of the same letter id)."""
     if not dead_letters.queue_url:
         return error  # reported failed: SQS's redrive policy moves it
-    try:
-        if ledger.dead_lettered(message.message_id):
-            logger.info("message already dead-lettered", extra={"message_id": message.message_id})
-            return None
-    except ConfigurationError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - unknown: letter it anyway, with the same letter id
-        logger.warning("cannot check the ledger before dead-lettering", extra={"reason": str(exc)})
+    if _lettered_before(ledger, message):
+        return None
     logger.error(
         "dead-lettering message",
         extra={
