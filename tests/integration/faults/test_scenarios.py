@@ -162,7 +162,7 @@ def test_function_timeout_in_the_middle_of_a_batch(scenario: Scenario) -> None:
     WHEN the worker runs until the queue is empty
     THEN that invocation is stopped hard (its process is killed while the deferral is in
     flight, and its whole batch comes back), a fresh environment takes over (a cold start)
-    and every job ends once."""
+    after each stop, and every job ends once."""
     scenario.configure(RATE_LIMITS="cloudfront:CreateInvalidation=1/1")
     scenario.proxy.add(
         delay("late deferral", where(operations=["SendMessage"]), seconds=6.5, times=1)
@@ -182,9 +182,13 @@ def test_function_timeout_in_the_middle_of_a_batch(scenario: Scenario) -> None:
     assert figures.succeeded == figures.jobs == 16
     # The late SendMessage was a deferral: the first invocation ran out of time for some jobs.
     assert scenario.proxy.fired("late deferral") == 1
-    assert stats.function_timeouts == 1, "the late invocation should have been stopped"
+    # At least the late invocation is stopped; on a loaded machine a later one can be too (its
+    # own CPU time runs past the margin), which the promise above must survive as well.
+    assert stats.function_timeouts >= 1, "the late invocation should have been stopped"
     assert stats.handler_errors == 0
-    assert stats.cold_starts == 2, "the invocations after the timeout need a new environment"
+    assert stats.cold_starts == 1 + stats.function_timeouts, (
+        "each invocation after a timeout needs a new environment"
+    )
 
 
 def test_worker_killed_in_the_middle_of_a_batch(scenario: Scenario) -> None:
