@@ -10,17 +10,15 @@ It exits 1 when an expected effect is missing, so ``make demo`` doubles as a smo
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from rich.table import Column, Table
 
-from fanout import console
+from fanout import console, local_worker
 from fanout.emulator import (
     DEFAULT_TARGET_ACCOUNTS,
     Organisation,
@@ -70,21 +68,6 @@ class _Expectations:
 
     def expect_paths(self, account: str, distribution: str, paths: Sequence[str]) -> None:
         self.paths.setdefault((account, distribution), set()).update(paths)
-
-
-@contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Set variables for the worker's process and restore the previous ones afterwards."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _workload(org: Organisation) -> tuple[list[str], _Expectations]:
@@ -304,7 +287,7 @@ def run_demo(
             # The worker runs with POWERTOOLS_METRICS_DISABLED here: its empty flush is not news.
             "PYTHONWARNINGS": "ignore:No application metrics to publish",
         }
-        with _environment(environment):
+        with local_worker.environment(environment):
             code = _run(org, time_limit_s)
     print(f"demo finished in {time.monotonic() - started:.1f} s")
     return code

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -120,20 +119,6 @@ class Invocation:
         }
 
 
-@contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def _body(record: Mapping[str, Any]) -> dict[str, Any] | None:
     try:
         body = json.loads(str(record.get("body", "")))
@@ -211,7 +196,9 @@ def invoke_event(
     with start_emulator() as emulator:
         set_lambda_echo(emulator.endpoint_url)  # before seeding: moto keeps the modes apart
         org = seed_organisation(emulator.endpoint_url, stable_ids=True)
-        with _environment(org.handler_environment(log_level=local_worker.LOCAL_LOG_LEVEL)):
+        with local_worker.environment(
+            org.handler_environment(log_level=local_worker.LOCAL_LOG_LEVEL)
+        ):
             result = _invoke_here(event, org.endpoint_url, timeout_s=timeout_s, region=org.region)
         result.embedded = True
     result.notes.insert(

@@ -9,6 +9,7 @@ Three small functions, so that a poller running the worker in a child process ca
     load_handler()       ``handler.app.lambda_handler`` (the function's entry point, as Lambda
                          imports it), with its logs routed to stderr
     reset()              forget the worker's cached settings, sessions and clients
+    environment()        set (and unset) variables for in-process code, restored afterwards
 """
 
 from __future__ import annotations
@@ -17,10 +18,18 @@ import io
 import logging
 import os
 import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from contextlib import contextmanager
 from typing import Any, Final
 
-__all__ = ["LOCAL_LOG_LEVEL", "load_handler", "quiet_environment", "reset", "route_worker_logs"]
+__all__ = [
+    "LOCAL_LOG_LEVEL",
+    "environment",
+    "load_handler",
+    "quiet_environment",
+    "reset",
+    "route_worker_logs",
+]
 
 LOCAL_LOG_LEVEL: Final = "WARNING"
 # Powertools reads the first of these that is set.
@@ -73,3 +82,21 @@ def reset() -> None:
     from handler.app import reset as reset_worker  # noqa: PLC0415 - only with a worker loaded
 
     reset_worker()
+
+
+@contextmanager
+def environment(values: Mapping[str, str], *, unset: Sequence[str] = ()) -> Iterator[None]:
+    """Set (and unset) variables for in-process code; restore the previous ones afterwards."""
+    names = [*values, *unset]
+    saved = {name: os.environ.get(name) for name in names}
+    for name in unset:
+        os.environ.pop(name, None)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -9,8 +9,7 @@ import subprocess
 import sys
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -19,6 +18,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from fanout.emulator.proxy import ADMIN_PREFIX
+from fanout.local_worker import environment
 
 __all__ = [
     "QUIET_ENV",
@@ -191,24 +191,6 @@ def worker_report(process: subprocess.Popen[str], timeout: float) -> dict[str, A
         return {"error": f"exit status {process.returncode}, no report"}
     report: dict[str, Any] = json.loads(lines[-1])
     return report
-
-
-@contextmanager
-def environment(values: Mapping[str, str], *, unset: Sequence[str] = ()) -> Iterator[None]:
-    """Set (and unset) variables for in-process code; restore the previous ones afterwards."""
-    names = [*values, *unset]
-    saved = {name: os.environ.get(name) for name in names}
-    for name in unset:
-        os.environ.pop(name, None)
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _cpu_model() -> str:
