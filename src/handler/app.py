@@ -29,9 +29,11 @@ from handler.dispatch import Dispatcher
 from handler.durations import CallDurations
 from handler.exceptions import ConfigurationError
 from handler.execute import CallRunner
+from handler.expansion import Expander
 from handler.ledger import Ledger
 from handler.ledger_dynamodb import DynamoDBLedger
 from handler.ledger_memory import InMemoryLedger
+from handler.organization import Directory
 from handler.ratelimit import RateLimiter
 from handler.requests import RequestLedger
 from handler.requests_dynamodb import DynamoDBRequests
@@ -59,7 +61,8 @@ def build_worker(settings: Settings, *, clock: Callable[[], float] = time.time) 
     # endpoint serves).
     base.set_config_variable("sts_regional_endpoints", "regional")
     own = OwnClients(settings, base)
-    authorizer = Authorizer(settings, lambda: own("organizations"))
+    directory = Directory(lambda: own("organizations"))
+    authorizer = Authorizer(settings, directory)
     sessions = RoleSessions(
         settings, sts=lambda: own("sts"), check=authorizer.check, base_session=base
     )
@@ -77,11 +80,12 @@ def build_worker(settings: Settings, *, clock: Callable[[], float] = time.time) 
         narrow_sessions=settings.session_policy_scope == "resource",
     )
     dead_letters = DeadLetters(settings.dead_letter_queue_url, lambda: own("sqs"))
+    requeue = Requeue(settings.work_queue_url, lambda: own("sqs"))
     return Worker(
         settings,
         authorizer=authorizer,
         dispatcher=Dispatcher(ledger, runner, max_workers=settings.max_workers, clock=clock),
-        settler=Settler(ledger, dead_letters, Requeue(settings.work_queue_url, lambda: own("sqs"))),
+        settler=Settler(ledger, dead_letters, requeue),
         ledger=ledger,
         tracker=RequestTracker(
             requests,
@@ -96,6 +100,13 @@ def build_worker(settings: Settings, *, clock: Callable[[], float] = time.time) 
             ),
         ),
         dead_letters=dead_letters,
+        expander=Expander(
+            directory=directory,
+            authorizer=authorizer,
+            requests=requests,
+            requeue=requeue,
+            default_region=settings.region,
+        ),
         clock=clock,
     )
 

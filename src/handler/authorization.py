@@ -1,8 +1,9 @@
 """Which accounts the worker may enter, decided here and nowhere else.
 
 An account may be entered when it is in ``ALLOWED_ACCOUNT_IDS``, or in one of the
-``ALLOWED_OU_IDS`` (resolved through AWS Organizations with child OUs, cached for a few minutes
-so an account moved into or out of an OU is picked up without a redeploy), or when
+``ALLOWED_OU_IDS`` (resolved through AWS Organizations with child OUs, by
+``handler.organization``, cached for a few minutes so an account moved into or out of an OU is
+picked up without a redeploy; suspended accounts are never members), or when
 ``ALLOW_ANY_ACCOUNT`` is set - and it is in the worker's own partition. The worker's own account
 is refused unless ``ALLOWED_ACCOUNT_IDS`` names it explicitly: a task meant for workloads must
 not reach the account that holds the keys.
@@ -14,11 +15,6 @@ sessions (``handler.sessions``) check again before every AssumeRole.
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
-from typing import Any
-
 from handler.envelope import Envelope
 from handler.exceptions import (
     AccountNotAllowedError,
@@ -26,32 +22,20 @@ from handler.exceptions import (
     TransientError,
     classify_aws_error,
 )
+from handler.organization import Directory
 from handler.settings import Settings
 from tasks.aws import partition_of
 
 __all__ = ["Authorizer"]
 
-OU_CACHE_SECONDS = 300.0
-_MAX_OU_DEPTH = 5  # Organizations allows OUs five levels deep
-
 
 class Authorizer:
     """The worker's boundary: accounts it may enter and messages it may run."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        organizations: Callable[[], Any],
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, settings: Settings, directory: Directory) -> None:
         self._settings = settings
-        self._organizations = organizations
-        self._clock = clock
+        self._directory = directory
         self._partition = partition_of(settings.region)
-        self._lock = threading.Lock()
-        self._ou_accounts: frozenset[str] = frozenset()
-        self._resolved_at: float | None = None
         self._own_account: str | None = None
 
     @property
@@ -100,33 +84,9 @@ class Authorizer:
         raise AccountNotAllowedError(f"account {account} is not in {where}")
 
     def _accounts_in_ous(self) -> frozenset[str]:
-        with self._lock:
-            now = self._clock()
-            if self._resolved_at is None or now - self._resolved_at > OU_CACHE_SECONDS:
-                try:
-                    self._ou_accounts = self._resolve(self._settings.allowed_ou_ids)
-                except Exception as exc:
-                    error = classify_aws_error(exc)
-                    raise TransientError(f"cannot resolve ALLOWED_OU_IDS: {error.reason}") from exc
-                self._resolved_at = now
-            return self._ou_accounts
-
-    def _resolve(self, ou_ids: frozenset[str]) -> frozenset[str]:
-        client = self._organizations()
-        accounts: set[str] = set()
-        frontier = sorted(ou_ids)
-        for _ in range(_MAX_OU_DEPTH + 1):
-            children: list[str] = []
-            for ou in frontier:
-                for page in client.get_paginator("list_accounts_for_parent").paginate(ParentId=ou):
-                    accounts.update(
-                        a["Id"] for a in page["Accounts"] if a.get("Status") != "SUSPENDED"
-                    )
-                for page in client.get_paginator("list_children").paginate(
-                    ParentId=ou, ChildType="ORGANIZATIONAL_UNIT"
-                ):
-                    children.extend(c["Id"] for c in page["Children"])
-            if not children:
-                break
-            frontier = children
-        return frozenset(accounts)
+        try:
+            members = self._directory.members(self._settings.allowed_ou_ids, include_children=True)
+        except Exception as exc:
+            error = classify_aws_error(exc)
+            raise TransientError(f"cannot resolve ALLOWED_OU_IDS: {error.reason}") from exc
+        return frozenset(a for a, member in members.items() if member.status != "SUSPENDED")

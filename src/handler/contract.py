@@ -10,6 +10,14 @@ Envelope v1 (DESIGN.md), with the additions the README's design notes list::
      "options": {"dry_run": false, "canary": true | {"account": "...", "region": "..."},
                  "max_errors": 3 | "10%"}}
 
+or, instead of or besides ``targets``, a selection the worker expands through AWS
+Organizations into chunk messages on the work queue (``handler.expansion``)::
+
+     "select": {"organizational_units": ["ou-..."], "include_child_ous": true,
+                "account_tags": {"env": "prod"}, "exclude_accounts": ["..."],
+                "regions": ["us-east-1", "eu-west-1"],
+                "params_by_account": {"111111111111": {...}}}
+
 and the legacy body of the original pattern, ``{"entries": [...]}``.
 """
 
@@ -32,7 +40,9 @@ __all__ = [
     "LEGACY_SCHEMA",
     "LEGACY_TASK",
     "LETTER_ID_ATTRIBUTE",
+    "MAX_SELECT_ITEMS",
     "MAX_TARGETS_PER_MESSAGE",
+    "OU_ID_PATTERN",
     "PUBLISH_TARGETS_PER_MESSAGE",
     "REDRIVEN_ATTRIBUTE",
     "REQUEST_ID_PATTERN",
@@ -75,6 +85,51 @@ LETTER_ID_ATTRIBUTE: Final = ATTRIBUTE_PREFIX + "letter_id"
 
 # --- schemas ----------------------------------------------------------------------------------
 REQUEST_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_+=,.@:/-]{0,127}$"
+# An OU id, or the root's (the whole organisation).
+OU_ID_PATTERN: Final = r"^(ou-[0-9a-z]{4,32}-[0-9a-z]{8,32}|r-[0-9a-z]{4,32})$"
+# A selection may name at most this many OUs, tags, exclusions and regions: what a person
+# writes, not a list generated from an inventory (that is what `targets` is for).
+MAX_SELECT_ITEMS: Final = 100
+_ACCOUNT_ID: Final[Mapping[str, Any]] = {"type": "string", "pattern": ACCOUNT_ID_PATTERN}
+_SELECT: Final[Mapping[str, Any]] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "organizational_units": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_SELECT_ITEMS,
+            "uniqueItems": True,
+            "items": {"type": "string", "pattern": OU_ID_PATTERN},
+        },
+        "include_child_ous": {"type": "boolean"},
+        "account_tags": {
+            "type": "object",
+            "minProperties": 1,
+            "maxProperties": MAX_SELECT_ITEMS,
+            "propertyNames": {"minLength": 1, "maxLength": 128},
+            "additionalProperties": {"type": "string", "maxLength": 256},
+        },
+        "exclude_accounts": {
+            "type": "array",
+            "maxItems": 10 * MAX_SELECT_ITEMS,
+            "uniqueItems": True,
+            "items": _ACCOUNT_ID,
+        },
+        "regions": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_SELECT_ITEMS,
+            "uniqueItems": True,
+            "items": {"type": "string", "pattern": REGION_PATTERN},
+        },
+        "params_by_account": {
+            "type": "object",
+            "propertyNames": {"pattern": ACCOUNT_ID_PATTERN},
+            "additionalProperties": {"type": "object"},
+        },
+    },
+}
 _TARGET_REF: Final[Mapping[str, Any]] = {
     "type": "object",
     "additionalProperties": False,
@@ -87,9 +142,11 @@ _TARGET_REF: Final[Mapping[str, Any]] = {
 V1_SCHEMA: Final[Mapping[str, Any]] = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["version", "task", "targets"],
+    "required": ["version", "task"],
+    "anyOf": [{"required": ["targets"]}, {"required": ["select"]}],
     "properties": {
         "version": {"const": 1},
+        "select": _SELECT,
         "task": {"type": "string", "maxLength": 64},
         "request_id": {"type": "string", "pattern": REQUEST_ID_PATTERN},
         "request": {

@@ -160,6 +160,18 @@ class Table:
         except ClientError as exc:
             raise self._error(exc) from exc
 
+    def put_new(self, item: Item) -> bool:
+        """PutItem unless an item with this key exists; whether this call wrote it."""
+        try:
+            self.client().put_item(
+                TableName=self.name, Item=item, ConditionExpression="attribute_not_exists(pk)"
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise self._error(exc) from exc
+        return True
+
     def update(
         self,
         key: Item,

@@ -5,6 +5,10 @@ Two body forms are accepted (``handler.contract``): envelope v1 and the legacy `
 Validation is all-or-nothing: a message with one bad target runs none of them, and the reason
 names the target.
 
+A body with ``select`` names its targets by organisation (``handler.selection``): it parses to
+an envelope with a :class:`~handler.selection.Selection` and no jobs but its explicit targets';
+the worker expands it into chunk messages (``handler.expansion``) instead of running it.
+
 A message carries one part of one request. A request split across messages says so in every
 part (``request.targets``: how many targets the whole request has), so the worker knows the
 expected set from whichever part it sees first; any other message is a whole request.
@@ -32,6 +36,7 @@ from handler.contract import (
     validate,
 )
 from handler.exceptions import BadMessageError, InvalidParamsError
+from handler.selection import Selection
 from tasks.base import Job, Task
 from tasks.registry import get_task, params_validator
 
@@ -112,6 +117,10 @@ class Envelope:
     target_count: int  # targets as written, before identical ones collapse into one job
     canary_key: str | None = None  # the job of this message that is the request's canary
     accounts: frozenset[str] = field(default_factory=frozenset)  # every account it names
+    # A selection to expand (``select`` in the body); its jobs are then the explicit targets
+    # only, and ``canary_first`` says the canary is the expansion's first target.
+    selection: Selection | None = None
+    canary_first: bool = False
 
     @property
     def request_id(self) -> str:
@@ -163,16 +172,22 @@ def parse_message(body: str, *, message_id: str, default_region: str) -> Envelop
 
 
 def _from_v1(document: dict[str, Any], *, message_id: str, default_region: str) -> Envelope:
+    if "targets" not in document and "select" not in document:
+        raise BadMessageError("body needs targets, select, or both")
     validate(V1_SCHEMA, document, what="body")
     task = get_task(document["task"])
     request_id = document.get("request_id") or message_id
     shared = document.get("params", {})
     targets = [
         (t["account"], t.get("region", default_region), {**shared, **t.get("params", {})})
-        for t in document["targets"]
+        for t in document.get("targets", ())
     ]
     raw = document.get("options", {})
     block = document.get("request")
+    if "select" in document:
+        return _selecting(
+            document, task, targets, message_id=message_id, default_region=default_region
+        )
     parts = block.get("parts") if block else None
     part = block.get("part") if block else None
     if part is not None and parts is not None and part > parts:
@@ -190,6 +205,42 @@ def _from_v1(document: dict[str, Any], *, message_id: str, default_region: str) 
         parts=parts,
     )
     return _envelope(request, message_id, targets)
+
+
+def _selecting(
+    document: dict[str, Any],
+    task: Task,
+    targets: list[tuple[str, str, dict[str, Any]]],
+    *,
+    message_id: str,
+    default_region: str,
+) -> Envelope:
+    """A body that selects its targets: the whole request, expanded by the worker."""
+    if "request" in document:
+        raise BadMessageError(
+            "body.request cannot go with body.select: a selection is a whole request (the "
+            "worker splits it into parts itself)"
+        )
+    selection = Selection.of(
+        document["select"], default_region=default_region, shared_params=document.get("params")
+    )
+    raw = document.get("options", {})
+    named = raw.get("canary") if isinstance(raw.get("canary"), Mapping) else None
+    canary = _canary(named, targets, split=True, region=default_region)
+    options = Options(
+        dry_run=bool(raw.get("dry_run", False)), canary=canary, max_errors=raw.get("max_errors")
+    )
+    request_id = document.get("request_id") or message_id
+    request = RequestInfo(request_id=request_id, task=task.name, options=options)
+    envelope = _envelope(request, message_id, targets) if targets else None
+    return Envelope(
+        request=request,
+        jobs=envelope.jobs if envelope else (),
+        target_count=envelope.target_count if envelope else 0,
+        accounts=envelope.accounts if envelope else frozenset(),
+        selection=selection,
+        canary_first=raw.get("canary") is True,
+    )
 
 
 def _canary(

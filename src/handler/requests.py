@@ -32,6 +32,7 @@ __all__ = [
     "RequestRecord",
     "RequestState",
     "RequestView",
+    "StoredExpansion",
     "short_key",
 ]
 
@@ -141,6 +142,19 @@ class RequestRecord:
         """DescribeMapRun-like counts: by final state, plus pending and total."""
         counts = {state.value: self.count(state) for state in COUNTED_STATES}
         return {**counts, "pending": self.pending, "total": self.expected}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredExpansion:
+    """A selection's expansion as stored beside its request record: the chunk bodies (part
+    ``i`` is ``bodies[i - 1]``), written once, and the parts already sent to the work queue."""
+
+    bodies: tuple[str, ...]
+    sent: frozenset[int] = frozenset()
+
+    @property
+    def unsent(self) -> list[int]:
+        return [part for part in range(1, len(self.bodies) + 1) if part not in self.sent]
 
 
 class RequestView:
@@ -254,4 +268,17 @@ class RequestLedger(Protocol):
 
     def note_request(self, opening: RequestOpen, note: str) -> None:
         """Keep a line for the operator (e.g. "re-published after it ended: nothing ran")."""
+        ...
+
+    def expansion(self, request_id: str) -> StoredExpansion | None:
+        """The request's stored expansion, if a selection was expanded for it."""
+        ...
+
+    def store_expansion(self, opening: RequestOpen, bodies: Sequence[str]) -> StoredExpansion:
+        """Open the record and store the expansion, unless one is stored already: the first
+        writer's wins, and is returned (so every caller sends the same parts)."""
+        ...
+
+    def mark_sent(self, request_id: str, parts: Sequence[int]) -> None:
+        """These parts are on the work queue."""
         ...

@@ -1,4 +1,5 @@
-"""Request records in the ledger table: ``pk`` = request id, ``sk`` = ``#request``.
+"""Request records in the ledger table: ``pk`` = request id, ``sk`` = ``#request``; an expanded
+selection's chunk bodies beside it (``sk`` = ``#part#00001``, ...), written once.
 
 Final states are counted as string sets of (short) job keys - ``ended_<state>`` - updated with
 ADD and DELETE, which are idempotent: counting a replayed ending again changes nothing, and a
@@ -23,6 +24,7 @@ from handler.requests import (
     RequestOpen,
     RequestRecord,
     RequestState,
+    StoredExpansion,
     short_key,
 )
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["REQUEST_SK", "DynamoDBRequests", "request_from_item", "request_key"]
 
 REQUEST_SK: Final = "#request"
+PART_SK: Final = "#part#"
 _OVERRIDE: Final = "override_"
 
 
@@ -129,6 +132,46 @@ class DynamoDBRequests:
             condition="attribute_not_exists(notes) OR size(notes) < :max",
         )
 
+    def expansion(self, request_id: str) -> StoredExpansion | None:
+        record = self._table.get(request_key(request_id))
+        parts = int(read_n(record, "parts") or 0) if record else 0
+        if not record or not parts:
+            return None
+        found = {
+            item["sk"]["S"]: item["body"]["S"]
+            for item in self._table.partition(request_id)
+            if item["sk"]["S"].startswith(PART_SK)
+        }
+        bodies = tuple(found[part_sk(i)] for i in range(1, parts + 1))
+        sent = frozenset(int(v) for v in record.get("sent_parts", {}).get("NS", ()))
+        return StoredExpansion(bodies, sent)
+
+    def store_expansion(self, opening: RequestOpen, bodies: Sequence[str]) -> StoredExpansion:
+        # Parts first, then the record's part count: a record that counts parts has them all.
+        # Each part is written only if absent, so concurrent expanders of one request keep
+        # the first writer's parts (they expand the same selection moments apart).
+        for i, body in enumerate(bodies, start=1):
+            self._table.put_new(
+                {"pk": s(opening.request_id), "sk": s(part_sk(i)), "body": s(body)}
+                | {"expires_at": expires(self._clock())}
+            )
+        sets, values = opening_sets(opening, self._clock())
+        sets.append("parts = if_not_exists(parts, :parts)")
+        values[":parts"] = n(len(bodies))
+        self._update(opening.request_id, "SET " + ", ".join(sets), values)
+        stored = self.expansion(opening.request_id)
+        if stored is None:  # pragma: no cover - the record was just written
+            raise RuntimeError(f"expansion of {opening.request_id} vanished")
+        return stored
+
+    def mark_sent(self, request_id: str, parts: Sequence[int]) -> None:
+        if parts:
+            self._update(
+                request_id,
+                "SET updated_at = :now ADD sent_parts :parts",
+                {":now": n(self._clock()), ":parts": {"NS": [str(p) for p in sorted(parts)]}},
+            )
+
     def _update(self, request_id: str, expression: str, values: Mapping[str, Any]) -> Item:
         """An unconditional update: the item as written."""
         item = self._table.update(request_key(request_id), expression, values)
@@ -137,6 +180,10 @@ class DynamoDBRequests:
 
 def request_key(request_id: str) -> dict[str, Any]:
     return {"pk": s(request_id), "sk": s(REQUEST_SK)}
+
+
+def part_sk(part: int) -> str:
+    return f"{PART_SK}{part:05d}"
 
 
 def opening_sets(opening: RequestOpen, now: float) -> tuple[list[str], dict[str, Any]]:

@@ -15,6 +15,7 @@ from handler.requests import (
     RequestOpen,
     RequestRecord,
     RequestState,
+    StoredExpansion,
     short_key,
 )
 
@@ -26,6 +27,7 @@ class InMemoryRequests:
         self._clock = clock
         self._records: dict[str, RequestRecord] = {}
         self._leases: dict[str, float] = {}  # announcement leases
+        self._expansions: dict[str, StoredExpansion] = {}
         self._lock = threading.Lock()
 
     def requests(self, request_ids: Sequence[str]) -> dict[str, RequestRecord]:
@@ -109,3 +111,17 @@ class InMemoryRequests:
             record = self._opened(opening, self._clock())
             notes = (*record.notes, note)[-MAX_NOTES:]
             self._records[opening.request_id] = replace(record, notes=notes)
+
+    def expansion(self, request_id: str) -> StoredExpansion | None:
+        with self._lock:
+            return self._expansions.get(request_id)
+
+    def store_expansion(self, opening: RequestOpen, bodies: Sequence[str]) -> StoredExpansion:
+        with self._lock:
+            self._records[opening.request_id] = self._opened(opening, self._clock())
+            return self._expansions.setdefault(opening.request_id, StoredExpansion(tuple(bodies)))
+
+    def mark_sent(self, request_id: str, parts: Sequence[int]) -> None:
+        with self._lock:
+            stored = self._expansions[request_id]
+            self._expansions[request_id] = replace(stored, sent=stored.sent | set(parts))

@@ -9,10 +9,16 @@ the receive count of the others in its message.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from handler.contract import ATTEMPT_ATTRIBUTE, SOURCE_MESSAGE_ID_ATTRIBUTE, WAITS_ATTRIBUTE
+from handler.contract import (
+    ATTEMPT_ATTRIBUTE,
+    SOURCE_MESSAGE_ID_ATTRIBUTE,
+    SQS_BATCH,
+    SQS_MAX_MESSAGE_BYTES,
+    WAITS_ATTRIBUTE,
+)
 from handler.exceptions import own_resource_error
 from handler.lifecycle import MAX_DELAY_SECONDS
 
@@ -66,3 +72,38 @@ class Requeue:
             )
         except Exception as exc:
             raise own_resource_error(exc, f"the work queue ({self.queue_url})") or exc from exc
+
+    def enqueue(self, bodies: Sequence[str], *, source_message_id: str) -> None:
+        """Send new messages (a selection's parts) in batches under SQS's limits (10 entries,
+        256 KiB in all); raises unless every one of them was accepted."""
+        if not self.queue_url:
+            raise RuntimeError("no WORK_QUEUE_URL")
+        source = {"DataType": "String", "StringValue": source_message_id}
+        batches: list[list[str]] = []
+        size = 0
+        for body in bodies:
+            cost = len(body.encode()) + 200  # the attribute and its name
+            if not batches or len(batches[-1]) == SQS_BATCH or size + cost > SQS_MAX_MESSAGE_BYTES:
+                batches.append([])
+                size = 0
+            batches[-1].append(body)
+            size += cost
+        for batch in batches:
+            entries = [
+                {
+                    "Id": str(i),
+                    "MessageBody": body,
+                    "MessageAttributes": {SOURCE_MESSAGE_ID_ATTRIBUTE: source},
+                }
+                for i, body in enumerate(batch)
+            ]
+            try:
+                response = self._sqs().send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            except Exception as exc:
+                raise own_resource_error(exc, f"the work queue ({self.queue_url})") or exc from exc
+            if response.get("Failed"):
+                first = response["Failed"][0]
+                raise RuntimeError(
+                    f"the work queue refused {len(response['Failed'])} of {len(entries)} "
+                    f"messages: {first.get('Code')} {first.get('Message', '')}".rstrip()
+                )

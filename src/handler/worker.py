@@ -1,5 +1,7 @@
 """One SQS batch end to end: parse and authorize every message, dispatch all jobs together,
-decide and carry out each message's fate, count each request's ends.
+decide and carry out each message's fate, count each request's ends. A message that selects
+its targets by organisation is expanded into parts on the work queue instead
+(``handler.expansion``).
 
 Jobs of the whole batch are dispatched together so that plugins can coalesce across messages
 and accounts run in parallel. Each message then gets one decision (``handler.lifecycle``)
@@ -26,6 +28,7 @@ from handler.exceptions import (
     PermanentError,
     RetryableError,
 )
+from handler.expansion import Expander
 from handler.ledger import JobState, Ledger
 from handler.ledger import lock_until as ledger_lock_until
 from handler.letters import dead_letter_message
@@ -70,6 +73,7 @@ class Worker:
         ledger: Ledger,
         tracker: RequestTracker,
         dead_letters: DeadLetters,
+        expander: Expander,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
@@ -79,6 +83,7 @@ class Worker:
         self._ledger = ledger
         self._tracker = tracker
         self._dead_letters = dead_letters
+        self._expander = expander
         self._clock = clock
         self._limits = Limits(
             max_attempts=settings.max_attempts,
@@ -96,6 +101,11 @@ class Worker:
         for record in records:
             message = Message.of(record)
             envelope, error = self._admit(message)
+            if envelope is not None and error is None and envelope.selection is not None:
+                # A selection runs nothing itself: its targets go back to the queue as parts.
+                error = self._expander.expand(message, envelope)
+                if error is None:
+                    continue
             if envelope is not None and error is None:
                 parsed.append(_Parsed(message, envelope))
             elif envelope is not None and isinstance(error, AccountNotAllowedError):
@@ -121,7 +131,8 @@ class Worker:
             envelope = parse_message(
                 message.body, message_id=message.message_id, default_region=self._settings.region
             )
-            self._authorizer.authorize(envelope)
+            if envelope.selection is None:  # a selection's targets are authorized one by one
+                self._authorizer.authorize(envelope)
         except PermanentError as exc:
             return envelope, exc
         except RetryableError as exc:  # e.g. OU membership unknown: not a "no"
