@@ -105,7 +105,7 @@ def work_queue() -> list[dict[str, Any]]:
     ).get("Messages", []):
         for m in batch:
             sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-        found.extend(batch)
+        found.extend(dict(m) for m in batch)
     return found
 
 
@@ -178,7 +178,9 @@ def test_a_selection_is_expanded_once_into_parts_and_refused_accounts_are_never_
 
     first = lambda_handler(sqs_event(sqs_record(body, message_id="sel-1")), context)
     parts = work_queue()
-    again = lambda_handler(sqs_event(sqs_record(body, message_id="sel-1", receive_count=2)), context)
+    again = lambda_handler(
+        sqs_event(sqs_record(body, message_id="sel-1", receive_count=2)), context
+    )
 
     assert failures(first) == failures(again) == []
     assert work_queue() == []  # the redelivery sent nothing

@@ -29,7 +29,8 @@ Where plain moto is not faithful, and what the emulator does instead:
   call. Start/List/CancelMessageMoveTask run a mover thread that re-sends each message (new id,
   same body and attributes) to the destination.
 - **Ids** (``ids``): moto's ids are random; the seeder can ask for the fixed ids the sample
-  events name (``seed_organisation(stable_ids=True)``).
+  events name (``seed_organisation(stable_ids=True)``), and for fixed member account ids
+  (``seed_org_tree``: an AWS Organization of 51 accounts in nested OUs, tagged, one suspended).
 
 Still not faithful (test those paths with fakes): STS enforces no trust policy, ExternalId or
 session policy; SSM SendCommand accepts unknown instances and documents and answers Success;
@@ -41,6 +42,7 @@ and protocol-shaped errors), one module per patch, ``seed`` (the organisation), 
 counting, throttling, fault-injecting HTTP proxy of the fault suite and the benchmarks).
 """
 
+from fanout.emulator.organization import OrgTree, seed_org_tree
 from fanout.emulator.seed import (
     DEFAULT_TARGET_ACCOUNTS,
     FAKE_CREDENTIALS,
@@ -57,6 +59,7 @@ from fanout.emulator.seed import (
     create_ledger_table,
     create_queues,
     fake_session,
+    seed_distributions,
     seed_organisation,
 )
 from fanout.emulator.server import Emulator, emulator_app, fidelity_patches, start_emulator
@@ -68,6 +71,7 @@ __all__ = [
     "STABLE_IDS",
     "TARGET_ROLE_NAME",
     "Emulator",
+    "OrgTree",
     "Organisation",
     "Queues",
     "StableResources",
@@ -80,6 +84,8 @@ __all__ = [
     "emulator_app",
     "fake_session",
     "fidelity_patches",
+    "seed_distributions",
+    "seed_org_tree",
     "seed_organisation",
     "start_emulator",
 ]

@@ -3,10 +3,12 @@
 moto draws ids at random. The sample events in ``events/`` name fixed ones (distribution
 ``E2QWRUHEXAMPLE``, instance ``i-0123456789abcdef0``, ...), so the seeder asks for them: it sends
 ``x-fanout-emulator-ids: <id>[,<id>...]`` with ``CreateDistribution``, ``RunInstances`` (one id
-per instance, in order) or ``CreateIPSet``. For the duration of that request, on the thread that
-serves it, moto's id generator for that kind of resource hands out the requested ids; every other
-thread and request gets moto's random ids as before. The generators are wrapped once, when the
-first emulator starts; only requests through the emulator's middleware can set ids.
+per instance, in order), ``CreateIPSet`` or Organizations' ``CreateAccount`` (so the seeded
+organisation's members are the accounts the sample events name). For the duration of that
+request, on the thread that serves it, moto's id generator for that kind of resource hands out
+the requested ids; every other thread and request gets moto's random ids as before. The
+generators are wrapped once, when the first emulator starts; only requests through the
+emulator's middleware can set ids.
 
 The seeder checks that an id is free before asking for it (moto would keep two resources under
 one id); the header is a seeding tool, not an AWS feature.
@@ -32,6 +34,7 @@ _KINDS: Final = {
     "cloudfront.distribution": re.compile(r"E[A-Z0-9]{12,15}"),
     "ec2.instance": re.compile(r"i-(?:[0-9a-f]{8}|[0-9a-f]{17})"),
     "wafv2.ip_set": re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),
+    "organizations.account": re.compile(r"[0-9]{12}"),
 }
 _DISTRIBUTIONS: Final = re.compile(r"^/2020-05-31/distribution$")
 
@@ -61,6 +64,7 @@ def _install() -> None:
         if _done:
             return
         import moto.ec2.models.instances as ec2_instances  # noqa: PLC0415 - moto internals
+        import moto.organizations.utils as organizations_utils  # noqa: PLC0415
         from moto.cloudfront.models import Distribution  # noqa: PLC0415
         from moto.wafv2.models import WAFV2Backend  # noqa: PLC0415
 
@@ -89,6 +93,14 @@ def _install() -> None:
             return _take("wafv2.ip_set") or str(generate_id(self))
 
         WAFV2Backend._generate_id = waf_id  # type: ignore[method-assign]
+
+        random_account_id: Callable[[], str] = organizations_utils.make_random_account_id
+
+        def account_id() -> str:
+            return _take("organizations.account") or random_account_id()
+
+        # FakeAccount.__init__ calls utils.make_random_account_id through the module.
+        organizations_utils.make_random_account_id = account_id
         _done.append(True)
 
 
@@ -97,6 +109,8 @@ def _kind(call: Call | Head, operation: str) -> str | None:
         return "ec2.instance"
     if operation == "CreateIPSet":
         return "wafv2.ip_set"
+    if operation == "CreateAccount":
+        return "organizations.account"
     if call.method == "POST" and _DISTRIBUTIONS.match(call.path):
         return "cloudfront.distribution"
     return None

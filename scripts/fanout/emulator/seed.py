@@ -41,6 +41,7 @@ __all__ = [
     "create_ledger_table",
     "create_queues",
     "fake_session",
+    "seed_distributions",
     "seed_organisation",
 ]
 
@@ -408,6 +409,23 @@ def seed_organisation(
         event_bus=bus,
         results_bucket=bucket,
     )
+
+
+def seed_distributions(
+    endpoint_url: str,
+    accounts: tuple[str, ...],
+    region: str = "us-east-1",
+    *,
+    role_name: str = TARGET_ROLE_NAME,
+) -> dict[str, str]:
+    """The target role and one distribution in each account (e.g. members of the seeded
+    organisation that ``seed_organisation`` did not seed); account -> distribution id."""
+    found = {}
+    for account in accounts:
+        session = assume_session(endpoint_url, account, region=region, role_name=role_name)
+        _create_target_role(session, endpoint_url, role_name)
+        [found[account]] = _Seeder(endpoint_url, account, session).distributions(1, ())
+    return found
 
 
 def _create_target_role(session: boto3.Session, endpoint_url: str, role_name: str) -> None:
