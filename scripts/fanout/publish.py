@@ -43,6 +43,7 @@ __all__ = [
     "bodies_from_document",
     "build_bodies",
     "build_params",
+    "build_selection_body",
     "new_request_id",
     "publish",
     "refused_accounts",
@@ -88,6 +89,11 @@ class PublishResult:
     @property
     def jobs(self) -> int:
         return sum(len(envelope.jobs) for envelope in self.envelopes)
+
+    @property
+    def selections(self) -> int:
+        """Messages that select targets by organisation (the worker expands them)."""
+        return sum(envelope.selection is not None for envelope in self.envelopes)
 
 
 def new_request_id() -> str:
@@ -152,7 +158,7 @@ def build_params(
     return params
 
 
-def _split_list(text: str | None) -> list[str]:
+def split_list(text: str | None) -> list[str]:
     """``"a, b,,a"`` -> ``["a", "b"]``: order kept, blanks and repeats dropped."""
     if not text:
         return []
@@ -180,7 +186,7 @@ def build_bodies(
         schema = get_task(task).params_schema
     except PermanentError as exc:
         raise PublishError(exc.reason) from None
-    account_ids = _split_list(accounts)
+    account_ids = split_list(accounts)
     if not account_ids:
         raise PublishError("--accounts names no account")
     per_account: dict[str, list[str]] = {}
@@ -197,7 +203,7 @@ def build_bodies(
         account: build_params(assignments, schema, option="--target-param")
         for account, assignments in per_account.items()
     }
-    region_list: list[str | None] = list(_split_list(regions)) or [None]
+    region_list: list[str | None] = list(split_list(regions)) or [None]
     targets: list[dict[str, Any]] = []
     for account in account_ids:
         for region in region_list:
@@ -218,6 +224,85 @@ def build_bodies(
     if options:
         document["options"] = options
     return _split_document(document, max_targets)
+
+
+def build_selection_body(
+    task: str,
+    *,
+    ous: str | None = None,
+    include_child_ous: bool = False,
+    account_tags: Sequence[str] = (),
+    exclude_accounts: str | None = None,
+    accounts: str | None = None,
+    regions: str | None = None,
+    params: Sequence[str] = (),
+    target_params: Sequence[str] = (),
+    params_by_account: Mapping[str, Any] | None = None,
+    request_id: str | None = None,
+    dry_run: bool = False,
+    canary: bool = False,
+    max_errors: int | str | None = None,
+) -> str:
+    """One v1 body that selects its targets by organisation (``select``): the worker expands
+    it through Organizations. ``accounts`` are explicit targets besides the selection;
+    ``target_params`` and ``params_by_account`` (a mapping read from a file) give accounts
+    their own parameters."""
+    try:
+        schema = get_task(task).params_schema
+    except PermanentError as exc:
+        raise PublishError(exc.reason) from None
+    per_account: dict[str, dict[str, Any]] = {
+        account: dict(values) for account, values in (params_by_account or {}).items()
+    }
+    for text in target_params:
+        account, sep, assignment = text.partition(":")
+        if not sep:
+            raise PublishError(f"--target-param expects ACCOUNT:KEY=VALUE, got {text!r}")
+        per_account.setdefault(account, {}).update(
+            build_params([assignment], schema, option="--target-param")
+        )
+    select = {
+        "organizational_units": split_list(ous),
+        "include_child_ous": include_child_ous,
+        "account_tags": parse_tags(account_tags),
+        "exclude_accounts": split_list(exclude_accounts),
+        "regions": split_list(regions),
+        "params_by_account": per_account,
+    }
+    select = {k: v for k, v in select.items() if v}  # only what was asked for
+    document: dict[str, Any] = {
+        "version": 1,
+        "task": task,
+        "request_id": request_id or new_request_id(),
+        "select": select,
+        "params": build_params(params, schema),
+    }
+    region_list: list[str | None] = list(split_list(regions)) or [None]
+    explicit = [
+        {
+            "account": account,
+            **({"region": region} if region else {}),
+            **({"params": per_account[account]} if account in per_account else {}),
+        }
+        for account in split_list(accounts)
+        for region in region_list
+    ]
+    if explicit:
+        document["targets"] = explicit
+    options = _options(dry_run=dry_run, canary=canary, max_errors=max_errors)
+    if options:
+        document["options"] = options
+    return json.dumps(document, separators=(",", ":"))
+
+
+def parse_tags(assignments: Sequence[str]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for text in assignments:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise PublishError(f"--account-tag expects KEY=VALUE, got {text!r}")
+        tags[key] = value
+    return tags
 
 
 def _options(*, dry_run: bool, canary: bool, max_errors: int | str | None) -> dict[str, Any]:
@@ -298,6 +383,9 @@ def _split_document(document: Mapping[str, Any], max_targets: int) -> list[str]:
     worker knows the whole expected set from whichever part it sees first."""
     if max_targets < 1:
         raise PublishError(f"--max-targets must be at least 1, got {max_targets}")
+    if "select" in document:
+        # A selection is one message: the worker expands and splits it itself.
+        return [json.dumps(dict(document), separators=(",", ":"))]
     if is_legacy(document):
         # A legacy message is a request of its own (its request id is its message id).
         head = {k: v for k, v in document.items() if k != "entries"}

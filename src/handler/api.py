@@ -13,6 +13,10 @@ Messages (the queue's contract)
     ``DEAD_LETTER_ATTRIBUTE_PREFIX``  prefix of the attributes the worker writes on dead letters
     ``REDRIVEN_ATTRIBUTE``, ``LETTER_ID_ATTRIBUTE``  what redrive marks / reads
 
+Targets by organisation
+    ``Selection``, ``Directory``, ``plan_selection``, ``plan_targets``, ``Planned``: what a
+    ``select`` block expands to, by the worker's own code (``fanout targets``)
+
 Configuration
     ``operator_settings``, ``OperatorSettings``  role name/path, external id, allow-list and
     ledger table, read and validated as the worker reads them (``ConfigurationError`` if bad);
@@ -58,11 +62,14 @@ from handler.contract import (
 )
 from handler.envelope import Envelope, parse_message
 from handler.exceptions import ConfigurationError, PermanentError
+from handler.expansion import Planned, plan_selection, plan_targets
 from handler.ledger import JobRecord, JobState, Ledger
 from handler.ledger_dynamodb import DynamoDBLedger
+from handler.organization import Directory
 from handler.policy import session_policy, status_role_actions, target_role_statements
 from handler.requests import RequestLedger, RequestRecord
 from handler.requests_dynamodb import DynamoDBRequests
+from handler.selection import Selection
 from handler.sessions import role_arn, session_name
 from handler.settings import DEFAULT_TARGET_ROLE_NAME, OperatorSettings, operator_settings
 from tasks.aws import ACCOUNT_ID_RE, partition_of
@@ -85,15 +92,18 @@ __all__ = [
     "SQS_MAX_MESSAGE_BYTES",
     "TARGET",
     "ConfigurationError",
+    "Directory",
     "Envelope",
     "JobRecord",
     "JobState",
     "OperatorSettings",
     "PermanentError",
+    "Planned",
     "Progress",
     "RateLimit",
     "RemoteStatus",
     "RequestRecord",
+    "Selection",
     "StatusSource",
     "Task",
     "TaskResult",
@@ -104,6 +114,8 @@ __all__ = [
     "operator_settings",
     "parse_message",
     "partition_of",
+    "plan_selection",
+    "plan_targets",
     "role_arn",
     "session_name",
     "session_policy",

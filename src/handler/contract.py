@@ -46,6 +46,7 @@ __all__ = [
     "PUBLISH_TARGETS_PER_MESSAGE",
     "REDRIVEN_ATTRIBUTE",
     "REQUEST_ID_PATTERN",
+    "SELECT_SCHEMA",
     "SOURCE_MESSAGE_ID_ATTRIBUTE",
     "SQS_BATCH",
     "SQS_MAX_MESSAGE_BYTES",
@@ -91,7 +92,7 @@ OU_ID_PATTERN: Final = r"^(ou-[0-9a-z]{4,32}-[0-9a-z]{8,32}|r-[0-9a-z]{4,32})$"
 # writes, not a list generated from an inventory (that is what `targets` is for).
 MAX_SELECT_ITEMS: Final = 100
 _ACCOUNT_ID: Final[Mapping[str, Any]] = {"type": "string", "pattern": ACCOUNT_ID_PATTERN}
-_SELECT: Final[Mapping[str, Any]] = {
+SELECT_SCHEMA: Final[Mapping[str, Any]] = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
@@ -146,7 +147,7 @@ V1_SCHEMA: Final[Mapping[str, Any]] = {
     "anyOf": [{"required": ["targets"]}, {"required": ["select"]}],
     "properties": {
         "version": {"const": 1},
-        "select": _SELECT,
+        "select": SELECT_SCHEMA,
         "task": {"type": "string", "maxLength": 64},
         "request_id": {"type": "string", "pattern": REQUEST_ID_PATTERN},
         "request": {

@@ -46,6 +46,7 @@ __all__ = [
     "RequestInfo",
     "Target",
     "bodies_for",
+    "check_params",
     "job_key",
     "parse_message",
 ]
@@ -156,8 +157,36 @@ def job_key(
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
-def parse_message(body: str, *, message_id: str, default_region: str) -> Envelope:
-    """Parse and validate one SQS body. Raises a :class:`PermanentError` subclass when bad."""
+def parse_message(
+    body: str, *, message_id: str, default_region: str, check: bool = True
+) -> Envelope:
+    """Parse and validate one SQS body. Raises a :class:`PermanentError` subclass when bad.
+
+    ``check=False`` leaves the targets' parameters unchecked (:func:`check_params` checks
+    them): the worker first refuses accounts it may not enter, whatever their parameters say,
+    so a target outside the allow-list ends with that reason."""
+    envelope = _parse(body, message_id=message_id, default_region=default_region)
+    if check:
+        check_params(envelope)
+    return envelope
+
+
+def check_params(envelope: Envelope) -> None:
+    """Check every job's parameters against its task's schema and rules (all or nothing: the
+    first bad target names itself in the reason)."""
+    task = get_task(envelope.task)
+    validator = params_validator(task.name)
+    for job in envelope.jobs:
+        try:
+            validate(task.params_schema, job.params, what="params", validator=validator)
+            task.check(job.params, account=job.account, region=job.region)
+        except (BadMessageError, InvalidParamsError) as exc:
+            raise InvalidParamsError(
+                f"target {job.index} ({job.account} {job.region}): {exc.reason}"
+            ) from None
+
+
+def _parse(body: str, *, message_id: str, default_region: str) -> Envelope:
     document = load_json(body)
     if not isinstance(document, dict):
         raise BadMessageError(f"body must be a JSON object, got {type(document).__name__}")
@@ -288,7 +317,7 @@ def _envelope(
     canary = request.options.canary
     for index, (account, region, params) in enumerate(targets):
         job = _job(task, request, message_id, index, (account, region, params))
-        accounts |= {account, *task.other_accounts(params).values()}
+        accounts |= {account, *_other_accounts(task, params)}
         # The same target twice in one message is one job: it must not run twice.
         jobs.setdefault(job.key, job)
         if canary_key is None and canary and (canary.account, canary.region) == (account, region):
@@ -310,6 +339,15 @@ def _envelope(
     )
 
 
+def _other_accounts(task: Task, params: Mapping[str, Any]) -> tuple[str, ...]:
+    """The accounts a job acts in besides its target; none while its parameters are
+    unchecked and lack them (check_params then refuses the message before any STS call)."""
+    try:
+        return tuple(task.other_accounts(params).values())
+    except (KeyError, TypeError, ValueError):
+        return ()
+
+
 def _job(
     task: Task,
     request: RequestInfo,
@@ -317,13 +355,8 @@ def _job(
     index: int,
     target: tuple[str, str, dict[str, Any]],
 ) -> Job:
-    """The job of one target, its parameters checked against the task's schema and rules."""
+    """The job of one target (its parameters are checked by :func:`check_params`)."""
     account, region, params = target
-    try:
-        validate(task.params_schema, params, what="params", validator=params_validator(task.name))
-        task.check(params, account=account, region=region)
-    except (BadMessageError, InvalidParamsError) as exc:
-        raise InvalidParamsError(f"target {index} ({account} {region}): {exc.reason}") from None
     dry_run = request.options.dry_run
     return Job(
         key=job_key(request.request_id, task.name, account, region, params, dry_run=dry_run),

@@ -44,10 +44,10 @@ from handler.exceptions import (
 from handler.organization import Directory
 from handler.requests import RequestLedger, RequestOpen, StoredExpansion
 from handler.requeue import Requeue
-from handler.selection import Selected, select_accounts
+from handler.selection import Selected, Selection, select_accounts
 from handler.sqs import Message
 
-__all__ = ["MAX_SELECTED_TARGETS", "Expander", "Planned", "plan_targets"]
+__all__ = ["MAX_SELECTED_TARGETS", "Expander", "Planned", "plan_selection", "plan_targets"]
 
 logger = Logger(child=True)
 
@@ -80,24 +80,29 @@ class Planned:
 
 
 def plan_targets(envelope: Envelope, directory: Directory) -> Planned:
-    """The targets of a selecting envelope: its explicit targets first, then each region's
-    selected accounts (region by region, in the order given). Raises BadMessageError when the
-    selection names nothing, or too much."""
-    selection = envelope.selection
-    if selection is None:
+    """The targets of a selecting envelope (see :func:`plan_selection`)."""
+    if envelope.selection is None:
         raise ValueError("not a selecting envelope")
+    explicit = [(job.account, job.region, job.params) for job in envelope.jobs]
+    return plan_selection(envelope.selection, directory, explicit=explicit)
+
+
+def plan_selection(
+    selection: Selection, directory: Directory, *, explicit: Sequence[TargetSpec] = ()
+) -> Planned:
+    """Explicit targets first, then each region's selected accounts (region by region, in
+    the order given). Raises BadMessageError when the selection names nothing, or too much."""
     selected = select_accounts(selection, directory)
-    shared = _shared_params(envelope)
     seen: set[tuple[str, str]] = set()
     targets: list[TargetSpec] = []
-    for job in envelope.jobs:
-        seen.add((job.account, job.region))
-        targets.append((job.account, job.region, job.params))
+    for account, region, params in explicit:
+        seen.add((account, region))
+        targets.append((account, region, params))
     for region in selection.regions:
         for account in selected.accounts:
             if (account, region) not in seen:
                 seen.add((account, region))
-                params = {**shared, **selection.params_by_account.get(account, {})}
+                params = {**selection.shared_params, **selection.params_by_account.get(account, {})}
                 targets.append((account, region, params))
     planned = Planned(tuple(targets), selected)
     if not targets:
@@ -201,6 +206,7 @@ class Expander:
         if shared:
             head["params"] = shared
         bodies = []
+        allowed_parts = len(groups) - len(refused)
         for part, group in enumerate(groups, start=1):
             body = {
                 **head,
@@ -209,7 +215,14 @@ class Expander:
                 **({"options": options} if options else {}),
             }
             text = json.dumps(body, separators=(",", ":"))
-            parse_message(text, message_id=message.message_id, default_region=self._region)
+            # As the worker will parse it; a refused account's parameters are never checked
+            # (it ends refused, whatever they say).
+            parse_message(
+                text,
+                message_id=message.message_id,
+                default_region=self._region,
+                check=part <= allowed_parts,
+            )
             bodies.append(text)
         return bodies
 
@@ -231,7 +244,9 @@ class Expander:
     def _opening(self, bodies: Sequence[str], message: Message) -> RequestOpen:
         """The request record as the parts describe it (the canary's job key included)."""
         parts = [
-            parse_message(b, message_id=message.message_id, default_region=self._region)
+            parse_message(
+                b, message_id=message.message_id, default_region=self._region, check=False
+            )
             for b in bodies
         ]
         with_canary = next((p for p in parts if p.canary_key), parts[0])

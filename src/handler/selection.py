@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from handler.contract import SELECT_SCHEMA, validate
 from handler.exceptions import BadMessageError
 from handler.organization import Directory, Member
 
@@ -48,7 +49,9 @@ class Selection:
         default_region: str,
         shared_params: Mapping[str, Any] | None = None,
     ) -> Selection:
-        """From a block the schema accepted; :class:`BadMessageError` when it selects nothing."""
+        """A validated block; :class:`BadMessageError` (naming the field) when it is bad or
+        selects nothing."""
+        validate(SELECT_SCHEMA, raw, what="body.select")
         if not raw.get("organizational_units") and not raw.get("account_tags"):
             raise BadMessageError(
                 "body.select must name organizational_units or account_tags (the root id "

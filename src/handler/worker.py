@@ -21,7 +21,7 @@ from handler.authorization import Authorizer
 from handler.deadletter import DeadLetters
 from handler.deadline import Deadline
 from handler.dispatch import Dispatcher
-from handler.envelope import Envelope, parse_message
+from handler.envelope import Envelope, check_params, parse_message
 from handler.exceptions import (
     AccountNotAllowedError,
     FanoutError,
@@ -129,10 +129,16 @@ class Worker:
         envelope: Envelope | None = None
         try:
             envelope = parse_message(
-                message.body, message_id=message.message_id, default_region=self._settings.region
+                message.body,
+                message_id=message.message_id,
+                default_region=self._settings.region,
+                check=False,
             )
+            # Accounts first: a target the worker may not enter ends with that reason (never
+            # assumed), whatever its parameters say; then the parameters.
             if envelope.selection is None:  # a selection's targets are authorized one by one
                 self._authorizer.authorize(envelope)
+            check_params(envelope)
         except PermanentError as exc:
             return envelope, exc
         except RetryableError as exc:  # e.g. OU membership unknown: not a "no"

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from fanout.cli import main
 from fanout.context import LocalLambdaContext
 from fanout.emulator import (
     OPS_ACCOUNT,
@@ -129,3 +131,83 @@ def test_an_ou_selection_runs_its_allowed_accounts_once_and_never_enters_the_oth
     record = source.requests.requests([request_id])[request_id]
     assert record.expected == 9
     assert (record.counts()["succeeded"], record.counts()["failed"]) == (8, 1)
+
+
+def test_fanout_targets_previews_a_selection_with_the_workers_code(
+    aws_env: Organisation, tree: OrgTree, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GIVEN the Prod OU and its child ProdEU (22 accounts, one suspended)
+    WHEN ``fanout targets --ous Prod --include-child-ous --account-tag team=web -o json`` runs
+    THEN it lists the active web accounts of both OUs, says which the allow-list admits, and
+    reports the suspended account and the untagged ones instead of listing them."""
+    code = main(
+        [
+            "targets",
+            "--ous",
+            tree.ous["Prod"],
+            "--include-child-ous",
+            "--account-tag",
+            "team=web",
+            "-o",
+            "json",
+        ]
+    )
+    out, _ = capsys.readouterr()
+
+    assert code == 0
+    shown = json.loads(out)
+    web = {a for a in tree.in_ou("Prod", "ProdEU") if tree.tags[a]["team"] == "web"}
+    assert {t["account"] for t in shown["targets"]} == web - set(tree.suspended)
+    allowed = {t["account"] for t in shown["targets"] if t["allowed"] == "yes"}
+    assert allowed == web & set(aws_env.account_ids)
+    assert shown["inactive"] == {tree.suspended[0]: "SUSPENDED"}
+    active = set(tree.in_ou("Prod", "ProdEU")) - set(tree.suspended)
+    assert shown["untagged"] == len(active - web)
+
+
+def test_fanout_publish_sends_a_selection_as_one_message(
+    aws_env: Organisation,
+    tree: OrgTree,
+    sqs: SQSClient,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """GIVEN selection flags and a file of per-account params
+    WHEN ``fanout publish`` runs
+    THEN one message with that select block is on the queue, parsed by the worker's parser."""
+    by_account = tmp_path / "params.json"
+    by_account.write_text(json.dumps({"333333333333": {"distribution_id": "EDIST0000001"}}))
+    code = main(
+        [
+            "publish",
+            "cloudfront.invalidate",
+            "--ous",
+            tree.ous["ProdEU"],
+            "--account-tag",
+            "env=prod",
+            "--exclude-accounts",
+            "220000000001",
+            "--regions",
+            "us-east-1",
+            "--param",
+            "paths=/a",
+            "--params-by-account",
+            str(by_account),
+            "--request-id",
+            "publish-select",
+        ]
+    )
+    out, _ = capsys.readouterr()
+
+    assert code == 0, out
+    assert "the worker expands it" in out
+    [message] = sqs.receive_message(QueueUrl=aws_env.queue_url)["Messages"]
+    body = json.loads(message["Body"])
+    assert body["select"] == {
+        "organizational_units": [tree.ous["ProdEU"]],
+        "account_tags": {"env": "prod"},
+        "exclude_accounts": ["220000000001"],
+        "regions": ["us-east-1"],
+        "params_by_account": {"333333333333": {"distribution_id": "EDIST0000001"}},
+    }
+    assert "targets" not in body

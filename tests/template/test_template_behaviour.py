@@ -283,6 +283,37 @@ def test_allowed_ous_reach_the_worker_with_permission_to_walk_them(
     assert {s["Effect"] for s in statements.values()} == {"Allow"}
 
 
+def test_organization_targeting_adds_read_only_listing_of_accounts_roots_and_tags(
+    deploy: Callable[..., Resolved],
+) -> None:
+    """GIVEN OrganizationTargeting=true (messages may select targets by OU and account tag)
+    WHEN the stack is resolved
+    THEN the worker may walk OUs and roots, list accounts and read account tags, nothing else."""
+    stack = deploy(AllowedAccountIds="111111111111", OrganizationTargeting="true")
+
+    statements = _by_sid(stack.properties("WorkerOrganizationsPolicy")["PolicyDocument"])
+
+    assert statements["WalkAllowedOus"]["Resource"] == [
+        "arn:aws:organizations::*:ou/o-*/ou-*",
+        "arn:aws:organizations::*:root/o-*/r-*",
+    ]
+    assert statements["ListAccountsForSelections"]["Action"] == "organizations:ListAccounts"
+    assert statements["ReadAccountTagsForSelections"] == {
+        "Sid": "ReadAccountTagsForSelections",
+        "Effect": "Allow",
+        "Action": "organizations:ListTagsForResource",
+        "Resource": "arn:aws:organizations::*:account/o-*/*",
+    }
+    assert set(statements) == {
+        "WalkAllowedOus",
+        "ListAccountsForSelections",
+        "ReadAccountTagsForSelections",
+    }
+    actions = [s["Action"] for s in statements.values()]
+    flat = [a for action in actions for a in ([action] if isinstance(action, str) else action)]
+    assert all(a.startswith("organizations:List") for a in flat)
+
+
 def test_without_ous_the_worker_gets_no_organizations_permission(
     deploy: Callable[..., Resolved],
 ) -> None:

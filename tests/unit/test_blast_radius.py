@@ -213,3 +213,21 @@ def test_client_in_helper_acts_in_the_named_account() -> None:
     other = client_in(TARGET_ACCOUNTS[1], "cloudfront").list_distributions()["DistributionList"]
 
     assert dist not in [d["Id"] for d in other.get("Items", [])]
+
+
+def test_an_account_outside_the_allow_list_is_refused_whatever_its_params_say(
+    context: FakeLambdaContext, api_calls: ApiCalls
+) -> None:
+    """GIVEN a target outside ALLOWED_ACCOUNT_IDS whose params are also invalid (no
+    distribution_id), as a selection's part for a refused account may be
+    WHEN the handler processes it
+    THEN it ends with the refusal (the more fundamental reason), and no role is assumed."""
+    body = v1_body("cloudfront.invalidate", [{"account": "999999999999"}], params={"paths": ["/x"]})
+
+    response = lambda_handler(sqs_event(sqs_record(body)), context)
+
+    assert failures(response) == []
+    assert api_calls.count("AssumeRole") == 0
+    [letter] = dead_letters()
+    assert letter["fanout.error_class"] == "AccountNotAllowedError"
+    assert "account 999999999999 is not in ALLOWED_ACCOUNT_IDS" in letter["fanout.reason"]

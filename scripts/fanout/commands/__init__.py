@@ -53,6 +53,10 @@ VERBS: Final[Mapping[str, Verb]] = {
         "fanout.commands.env",
         "print export lines for the CLI from a deployed stack's outputs",
     ),
+    "targets": Verb(
+        "fanout.commands.targets",
+        "what a selection (OUs, account tags, regions) expands to, by the worker's code",
+    ),
     "tasks": Verb("fanout.commands.tasks", "list the task plugins: parameters, IAM actions, rate"),
     "policy": Verb(
         "fanout.commands.policy",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from fanout.emulator import Organisation, seed_organisation, start_emulator
+from fanout.emulator import Organisation, seed_org_tree, seed_organisation, start_emulator
 from fanout.errors import EXIT_OK
 from fanout.local_worker import LOCAL_LOG_LEVEL
 from fanout.moto_config import set_lambda_echo
@@ -114,6 +114,7 @@ def command(
             max_receive_count=max_receive_count,
             stable_ids=not random_ids,
         )
+        tree = seed_org_tree(emulator.endpoint_url, region)
         environment = {
             **org.handler_environment(log_level=LOCAL_LOG_LEVEL),
             QUEUE_URL_ENV: org.queue_url,
@@ -137,6 +138,13 @@ def command(
             ]
             if extra:
                 print(f"#     also {'; '.join(extra)}")
+        ous = ", ".join(f"{name} {ou}" for name, ou in tree.ous.items())
+        print(
+            f"#   organisation {tree.root}: {len(tree.accounts)} accounts tagged env and team, "
+            f"{', '.join(tree.suspended)} suspended; OUs {ous}\n"
+            f"#     preview a selection: fanout targets --ous {tree.ous['Prod']} "
+            "--include-child-ous --account-tag team=web"
+        )
         exports = [f"export {name}={shlex.quote(value)}" for name, value in environment.items()]
         print("\n".join(exports))
         written = str(env_file) not in ("", ".")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import boto3
 import click
@@ -29,6 +30,7 @@ from fanout.publish import (
     SendError,
     bodies_from_document,
     build_bodies,
+    build_selection_body,
     publish,
     refused_accounts,
     validate_bodies,
@@ -68,6 +70,11 @@ examples:
       --param document_name=AWS-RunShellScript --param 'parameters={"commands":["uptime"]}' \\
       --param 'targets=[{"key":"tag:Role","values":["web"]}]'
   fanout publish ssm.send_command --accounts ... --canary --max-errors 10%
+  fanout publish ssm.send_command --ous ou-ab12-prod1234 --include-child-ous \
+      --account-tag env=prod --exclude-accounts 210000000003 --regions us-east-1,eu-west-1 \
+      --param document_name=AWS-RunShellScript --param 'parameters={"commands":["uptime"]}' \
+      --param 'targets=[{"key":"tag:Role","values":["web"]}]'
+  fanout targets --ous ou-ab12-prod1234 --include-child-ous   # what that selects
   fanout publish --file body.json --queue-url https://sqs.eu-west-1.amazonaws.com/...
   fanout tasks    # every task, its parameters and IAM actions"""
 
@@ -80,6 +87,29 @@ examples:
 @click.option("--accounts", metavar="IDS", help="comma-separated target account ids")
 @click.option(
     "--regions", metavar="REGIONS", help="comma-separated regions (default: the worker's region)"
+)
+@click.option(
+    "--ous",
+    metavar="OU_IDS",
+    help="select the accounts of these OUs (or r-... for the whole organisation); the worker "
+    "expands the selection through AWS Organizations",
+)
+@click.option("--include-child-ous", is_flag=True, help="with --ous: their child OUs too")
+@click.option(
+    "--account-tag",
+    "account_tags",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="select accounts with this Organizations tag (repeatable: all must match)",
+)
+@click.option(
+    "--exclude-accounts", metavar="IDS", help="with a selection: leave these accounts out"
+)
+@click.option(
+    "--params-by-account",
+    "params_file",
+    metavar="PATH",
+    help="JSON file mapping account id -> its own params (with a selection)",
 )
 @click.option(
     "--param",
@@ -133,6 +163,11 @@ def command(
     task: str | None,
     accounts: str | None,
     regions: str | None,
+    ous: str | None,
+    include_child_ous: bool,
+    account_tags: tuple[str, ...],
+    exclude_accounts: str | None,
+    params_file: str | None,
     params: tuple[str, ...],
     target_params: tuple[str, ...],
     file: str | None,
@@ -157,8 +192,10 @@ def command(
     """
     resolved_region = resolve_region(region, queue_url)
     progress = console.Progress("publish")
+    selection = Selection(ous, include_child_ous, account_tags, exclude_accounts, params_file)
     try:
         bodies = _bodies(
+            selection=selection,
             task=task,
             file=file,
             accounts=accounts,
@@ -192,8 +229,23 @@ def command(
     return EXIT_OK
 
 
+class Selection(NamedTuple):
+    """The selection flags (targets by organisation)."""
+
+    ous: str | None
+    include_child_ous: bool
+    account_tags: tuple[str, ...]
+    exclude_accounts: str | None
+    params_file: str | None
+
+    @property
+    def given(self) -> bool:
+        return bool(self.ous or self.account_tags)
+
+
 def _bodies(
     *,
+    selection: Selection,
     task: str | None,
     file: str | None,
     accounts: str | None,
@@ -206,9 +258,34 @@ def _bodies(
     region: str,
 ) -> list[str]:
     """The message bodies the arguments ask for; :class:`PublishError` when they are unusable."""
+    if selection.given or selection.exclude_accounts or selection.params_file:
+        if file is not None or task is None:
+            raise PublishError("a selection (--ous, --account-tag) needs a TASK, not --file")
+        if not selection.given:
+            raise PublishError(
+                "--exclude-accounts and --params-by-account need --ous or --account-tag"
+            )
+        return [
+            build_selection_body(
+                task,
+                ous=selection.ous,
+                include_child_ous=selection.include_child_ous,
+                account_tags=selection.account_tags,
+                exclude_accounts=selection.exclude_accounts,
+                accounts=accounts,
+                regions=regions,
+                params=params,
+                target_params=target_params,
+                params_by_account=_params_file(selection.params_file),
+                request_id=request_id,
+                **options,
+            )
+        ]
+    if selection.include_child_ous:
+        raise PublishError("--include-child-ous needs --ous")
     if file is None:
         if task is None:
-            raise PublishError("give a TASK (with --accounts) or --file")
+            raise PublishError("give a TASK (with --accounts or --ous) or --file")
         if not accounts:
             raise PublishError("--accounts is required with TASK")
         return build_bodies(
@@ -234,6 +311,21 @@ def _bodies(
         source="stdin" if file == "-" else file,
         **options,
     )
+
+
+def _params_file(path: str | None) -> dict[str, Any] | None:
+    """--params-by-account: a JSON object of account id -> params object."""
+    if path is None:
+        return None
+    try:
+        document = json.loads(Path(path).read_text("utf-8"))
+    except ValueError as exc:
+        raise PublishError(f"--params-by-account {path} is not JSON: {exc}") from None
+    if not isinstance(document, dict) or not all(isinstance(v, dict) for v in document.values()):
+        raise PublishError(
+            f"--params-by-account {path} must be a JSON object of account id -> params object"
+        )
+    return document
 
 
 def _send(
@@ -318,6 +410,7 @@ def _print_result(result: PublishResult, queue_url: str, output: str) -> None:
                 "message_ids": list(result.message_ids),
                 "messages": len(result.message_ids),
                 "jobs": result.jobs,
+                "selections": result.selections,
                 "queue_url": queue_url,
                 "follow": follow,
             }
@@ -325,6 +418,13 @@ def _print_result(result: PublishResult, queue_url: str, output: str) -> None:
         return
     for request_id in result.request_ids:
         print(f"request id: {request_id}")
-    print(f"sent {len(result.message_ids)} message(s), {result.jobs} job(s), to {queue_url}")
+    if result.selections:
+        explicit = f" and {result.jobs} explicit job(s)" if result.jobs else ""
+        print(
+            f"sent a selection{explicit} to {queue_url}: the worker expands it through AWS "
+            "Organizations (preview with fanout targets)"
+        )
+    else:
+        print(f"sent {len(result.message_ids)} message(s), {result.jobs} job(s), to {queue_url}")
     for command in follow:
         print(f"follow it:  {command}")
