@@ -29,6 +29,7 @@ from handler.api import (
     StatusSource,
     TaskResult,
     get_task,
+    parse_message,
     partition_of,
     role_arn,
     session_name,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Outcome",
+    "Queued",
     "Refresh",
     "RemoteStatus",
     "StatusReport",
@@ -112,10 +114,34 @@ class TargetStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class Queued:
+    """A target of an expanded selection that no worker has picked up yet (no job record)."""
+
+    account: str
+    region: str
+    task: str
+
+    @property
+    def target(self) -> str:
+        return f"{self.account}/{self.region}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "account": self.account,
+            "region": self.region,
+            "task": self.task,
+            "state": "queued",
+            "outcome": Outcome.PENDING.value,
+            "attempts": 0,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class StatusReport:
     request_id: str
     targets: tuple[TargetStatus, ...]
     request: RequestRecord | None = None
+    queued: tuple[Queued, ...] = ()  # a selection's targets not started yet
 
     @property
     def expected(self) -> int:
@@ -129,8 +155,9 @@ class StatusReport:
             return counted + self.expected - len(self.targets)
         return counted
 
-    def of(self, outcome: Outcome) -> list[TargetStatus]:
-        return [t for t in self.targets if t.outcome is outcome]
+    def of(self, outcome: Outcome) -> list[TargetStatus | Queued]:
+        found: list[TargetStatus | Queued] = [t for t in self.targets if t.outcome is outcome]
+        return found + list(self.queued) if outcome is Outcome.PENDING else found
 
     @property
     def known(self) -> bool:
@@ -167,7 +194,7 @@ class StatusReport:
             "finished_at": record.finished_at if record else None,
             "notes": list(record.notes) if record else [],
             "results": record.results_uri if record else None,
-            "targets": [t.as_dict() for t in self.targets],
+            "targets": [t.as_dict() for t in self.targets] + [q.as_dict() for q in self.queued],
         }
 
 
@@ -297,10 +324,25 @@ def read_status(
     request_id: str,
     refresh: Callable[[JobRecord], RemoteStatus | None] | None = None,
 ) -> StatusReport:
-    """The request's record and its targets' records (sorted by account, region)."""
+    """The request's record and its targets' records (sorted by account, region); for an
+    expanded selection, also its targets that no worker has started (from the stored parts)."""
     records: Sequence[JobRecord] = source.jobs.jobs(request_id)
     request = source.requests.requests([request_id]).get(request_id)
     targets = tuple(
         TargetStatus(record, refresh(record) if refresh else None) for record in records
     )
-    return StatusReport(request_id, targets, request)
+    return StatusReport(request_id, targets, request, _queued(source, request_id, records))
+
+
+def _queued(
+    source: StatusSource, request_id: str, records: Sequence[JobRecord]
+) -> tuple[Queued, ...]:
+    expansion = source.requests.expansion(request_id)
+    if expansion is None:
+        return ()
+    started = {record.job_key for record in records}
+    queued: list[Queued] = []
+    for body in expansion.bodies:
+        part = parse_message(body, message_id="status", default_region="us-east-1", check=False)
+        queued += [Queued(j.account, j.region, j.task) for j in part.jobs if j.key not in started]
+    return tuple(sorted(queued, key=lambda q: (q.account, q.region)))

@@ -25,6 +25,7 @@ from fanout.emulator import (
     seed_org_tree,
 )
 from fanout.poller import Handler, Poller, build_event
+from fanout.status import Outcome, ledger_for, read_status
 from handler.api import status_source
 from tests.integration.test_end_to_end import invalidated_paths
 
@@ -109,6 +110,9 @@ def test_an_ou_selection_runs_its_allowed_accounts_once_and_never_enters_the_oth
     assert parts == 2  # the 8 allowed targets in one part, the outsider in one of its own
     assert visible(sqs, aws_env.queue_url) == parts  # the redelivery enqueued nothing
     sqs.delete_message(QueueUrl=aws_env.queue_url, ReceiptHandle=selecting["ReceiptHandle"])
+    before = read_status(ledger_for(aws_env.ledger_table or "", region=aws_env.region), request_id)
+    assert sorted(q.account for q in before.queued) == sorted([*allowed, outsider])
+    assert (before.expected, before.count(Outcome.PENDING), before.finished) == (9, 9, False)
 
     stats = Poller(aws_env.queue_url, handler=worker, sqs=sqs).run(
         until_empty=True, time_limit_s=60
@@ -131,6 +135,8 @@ def test_an_ou_selection_runs_its_allowed_accounts_once_and_never_enters_the_oth
     record = source.requests.requests([request_id])[request_id]
     assert record.expected == 9
     assert (record.counts()["succeeded"], record.counts()["failed"]) == (8, 1)
+    after = read_status(source, request_id)
+    assert (after.queued, after.count(Outcome.PENDING), after.finished) == ((), 0, True)
 
 
 def test_fanout_targets_previews_a_selection_with_the_workers_code(

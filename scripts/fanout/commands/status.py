@@ -238,6 +238,10 @@ def _status_table(report: StatusReport, *, refreshed: bool) -> Table:
             hue = hues[target.outcome] if remote and remote.progress else None
             row.insert(6, (text, hue) if hue else text)
         table.add_row(*console.cells(row))
+    for queued in report.queued:
+        row = [queued.account, queued.region, queued.task, ("queued", hues[Outcome.PENDING])]
+        row += ["0", "-", "-"] + (["-"] if refreshed else [])
+        table.add_row(*console.cells(row))
     return table
 
 
