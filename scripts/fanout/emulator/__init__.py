@@ -30,7 +30,7 @@ Where plain moto is not faithful, and what the emulator does instead:
   same body and attributes) to the destination.
 - **Ids** (``ids``): moto's ids are random; the seeder can ask for the fixed ids the sample
   events name (``seed_organisation(stable_ids=True)``), and for fixed member account ids
-  (``seed_org_tree``: an AWS Organization of 51 accounts in nested OUs, tagged, one suspended).
+  (``seed_org_tree``: an AWS Organization of 42 accounts in nested OUs, tagged, one suspended).
 
 Still not faithful (test those paths with fakes): STS enforces no trust policy, ExternalId or
 session policy; SSM SendCommand accepts unknown instances and documents and answers Success;

@@ -4,12 +4,12 @@ The ops account is the management account. Layout (every account tagged ``env`` 
 
     Root
     ├── Workloads
-    │   ├── Prod      111111111111, 222222222222, 21000000000{1..9}, 210000000010 (suspended)
-    │   │   └── ProdEU  333333333333, 22000000000{1..9}
-    │   └── Staging   23000000000{1..9}, 230000000010
-    └── Sandbox       444444444444, 24000000000{1..9}
+    │   ├── Prod      111111111111, 222222222222, 210000000001-009, 210000000010 (suspended)
+    │   │   └── ProdEU  333333333333, 220000000001-009
+    │   └── Staging   230000000001-010
+    └── Sandbox       444444444444, 240000000001-009
 
-51 accounts: the sample events' accounts (111..., 222..., 333...; 444... is the one the
+42 accounts: the sample events' accounts (111..., 222..., 333...; 444... is the one the
 emulator's allow-list leaves out) and generated ones. Account ids are fixed (the emulator's
 ``ids`` patch for ``CreateAccount``); OU and root ids are moto's, read back after seeding.
 Seeding again in the same emulator reuses what exists.
