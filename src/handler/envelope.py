@@ -67,6 +67,8 @@ class Options:
     dry_run: bool = False
     canary: Target | None = None  # the request's canary target: runs first, alone
     max_errors: int | str | None = None  # a count, or a percentage of the targets ("10%")
+    alarms: tuple[str, ...] = ()  # CloudWatch alarms: one in ALARM stops the request
+    on_alarm_unreadable: str = "stop"  # or "continue"
 
     def max_errors_for(self, targets: int) -> int | None:
         if isinstance(self.max_errors, str):
@@ -79,7 +81,21 @@ class Options:
         raw: dict[str, Any] = {"dry_run": self.dry_run, "max_errors": self.max_errors}
         if self.canary is not None:
             raw["canary"] = {"account": self.canary.account, "region": self.canary.region}
+        if self.alarms:
+            raw["alarms"] = list(self.alarms)
+            raw["on_alarm_unreadable"] = self.on_alarm_unreadable
         return {k: v for k, v in raw.items() if v not in (None, False)}
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any], canary: Target | None) -> Options:
+        """From a body's ``options`` the schema accepted (the canary resolved by the caller)."""
+        return cls(
+            dry_run=bool(raw.get("dry_run", False)),
+            canary=canary,
+            max_errors=raw.get("max_errors"),
+            alarms=tuple(raw.get("alarms", ())),
+            on_alarm_unreadable=str(raw.get("on_alarm_unreadable", "stop")),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,9 +238,7 @@ def _from_v1(document: dict[str, Any], *, message_id: str, default_region: str) 
     if part is not None and parts is not None and part > parts:
         raise BadMessageError(f"body.request.part {part} is beyond body.request.parts {parts}")
     canary = _canary(raw.get("canary"), targets, split=(parts or 1) > 1, region=default_region)
-    options = Options(
-        dry_run=bool(raw.get("dry_run", False)), canary=canary, max_errors=raw.get("max_errors")
-    )
+    options = Options.of(raw, canary)
     request = RequestInfo(
         request_id=request_id,
         task=task.name,
@@ -256,9 +270,7 @@ def _selecting(
     raw = document.get("options", {})
     named = raw.get("canary") if isinstance(raw.get("canary"), Mapping) else None
     canary = _canary(named, targets, split=True, region=default_region)
-    options = Options(
-        dry_run=bool(raw.get("dry_run", False)), canary=canary, max_errors=raw.get("max_errors")
-    )
+    options = Options.of(raw, canary)
     request_id = document.get("request_id") or message_id
     request = RequestInfo(request_id=request_id, task=task.name, options=options)
     envelope = _envelope(request, message_id, targets) if targets else None

@@ -90,16 +90,18 @@ def plan_targets(envelope: Envelope, directory: Directory) -> Planned:
 def plan_selection(
     selection: Selection, directory: Directory, *, explicit: Sequence[TargetSpec] = ()
 ) -> Planned:
-    """Explicit targets first, then each region's selected accounts (region by region, in
-    the order given). Raises BadMessageError when the selection names nothing, or too much."""
+    """Explicit targets first, then each selected account in each region. Raises
+    BadMessageError when the selection names nothing, or too much."""
     selected = select_accounts(selection, directory)
     seen: set[tuple[str, str]] = set()
     targets: list[TargetSpec] = []
     for account, region, params in explicit:
         seen.add((account, region))
         targets.append((account, region, params))
-    for region in selection.regions:
-        for account in selected.accounts:
+    # Account by account (its regions side by side, so one part holds them and one role session
+    # serves them), the regions in the order given.
+    for account in selected.accounts:
+        for region in selection.regions:
             if (account, region) not in seen:
                 seen.add((account, region))
                 params = {**selection.shared_params, **selection.params_by_account.get(account, {})}

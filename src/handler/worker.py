@@ -153,7 +153,7 @@ class Worker:
     ) -> list[str]:
         """Dispatch the batch's jobs, settle each message; the ids of those that come back."""
         lock_until = ledger_lock_until(self._clock(), deadline)
-        views = self._tracker.views([p.envelope for p in parsed])
+        views = self._tracker.views([(p.message, p.envelope) for p in parsed])
         # The same job in two messages (same request id, target and params) runs once.
         jobs = {job.key: job for p in parsed if p.refused is None for job in p.envelope.jobs}
         outcomes = self._dispatcher.run(list(jobs.values()), views, deadline, metrics)

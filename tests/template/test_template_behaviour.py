@@ -314,6 +314,24 @@ def test_organization_targeting_adds_read_only_listing_of_accounts_roots_and_tag
     assert all(a.startswith("organizations:List") for a in flat)
 
 
+def test_the_worker_may_read_the_alarms_of_its_own_account_and_region_only(
+    deploy: Callable[..., Resolved],
+) -> None:
+    """GIVEN any deploy WHEN the stack is resolved THEN the worker's stop conditions (a
+    request's alarms) are readable, and nothing else of CloudWatch but its metrics."""
+    stack = deploy(AllowedAccountIds="111111111111")
+
+    [policy] = [
+        p
+        for p in stack.properties("WorkerExecutionRole")["Policies"]
+        if p["PolicyName"] == "fanout-worker"
+    ]
+    statement = _by_sid(policy["PolicyDocument"])["ReadStopConditionAlarms"]
+
+    assert statement["Action"] == "cloudwatch:DescribeAlarms"
+    assert statement["Resource"] == "arn:aws:cloudwatch:us-east-1:123456789012:alarm:*"
+
+
 def test_without_ous_the_worker_gets_no_organizations_permission(
     deploy: Callable[..., Resolved],
 ) -> None:

@@ -266,7 +266,14 @@ def test_execution_role_sts_statements_target_only_the_named_role(
         if r["Type"] == "AWS::IAM::Policy"
         and {"Ref": "WorkerExecutionRole"} in r["Properties"]["Roles"]
     ]
-    statements = [s for d in documents for s in _statements(d)]
+    # A conditional statement (Fn::If) counts as both of its branches.
+    statements = [
+        branch
+        for d in documents
+        for s in _statements(d)
+        for branch in (s["Fn::If"][1:] if "Fn::If" in s else [s])
+        if isinstance(branch, dict) and "Action" in branch
+    ]
     sts = [s for s in statements if any(a.startswith("sts:") for a in _as_list(s["Action"]))]
 
     assert sts, "no sts statement in WorkerExecutionRole"

@@ -166,11 +166,45 @@ def _b5(details: dict[str, Any]) -> list[str]:
     ]
 
 
+def _b6(details: dict[str, Any]) -> list[str]:
+    services = [
+        [service, f"{per_target:.2f}"]
+        for service, per_target in details["requests_per_target_by_service"].items()
+    ]
+    operations = [
+        [operation, str(count)]
+        for operation, count in sorted(
+            details["api_calls_by_operation"].items(), key=lambda item: -item[1]
+        )
+    ]
+    instances = [
+        [
+            str(n),
+            str(r.get("invocations", "-")),
+            f"{r.get('handler_seconds', float('nan')):.1f}",
+            f"{r.get('peak_rss_mb', float('nan')):.0f}",
+        ]
+        for n, r in enumerate(details["instances"], start=1)
+    ]
+    return [
+        f"{details['targets']} targets ({details['accounts']} accounts x "
+        f"{len(details['regions'])} regions), one request, {details['processes']} worker "
+        "processes. The worker's AWS requests per target, by service (through the proxy):",
+        "",
+        *_table(("service", "requests per target"), services),
+        "",
+        *_table(("operation", "requests"), operations),
+        "",
+        *_table(("instance", "invocations", "handler s", "peak RSS MB"), instances),
+    ]
+
+
 _DETAILS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "B1": _b1,
     "B2": _b2,
     "B3": _b3,
     "B5": _b5,
+    "B6": _b6,
 }
 
 

@@ -1,6 +1,6 @@
 """Run the benchmark suite and write ``bench/results/latest.{md,json}``.
 
-    python -m fanout.bench.run                 # all five, 4-5 minutes on 2 cores
+    python -m fanout.bench.run                 # all six, ~10 minutes on 2 cores (B6 most)
     python -m fanout.bench.run --only B1,B3    # a selection
     python -m fanout.bench.run --quick         # smaller workloads, a smoke run
 
@@ -24,8 +24,8 @@ from fanout.bench.common import QUIET_ENV, REPO_ROOT, Host, Result, machine
 
 __all__ = ["main"]
 
-ALL: Final = ("B1", "B2", "B3", "B4", "B5")
-NEEDS_EMULATOR: Final = frozenset({"B1", "B2", "B4"})
+ALL: Final = ("B1", "B2", "B3", "B4", "B5", "B6")
+NEEDS_EMULATOR: Final = frozenset({"B1", "B2", "B4", "B6"})
 ACCOUNTS: Final = 10
 DISTRIBUTIONS_PER_ACCOUNT: Final = 2
 
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         b3_coldstart,
         b4_memory,
         b5_overhead,
+        b6_scale,
         report,
     )
     from fanout.bench.harness import seed  # noqa: PLC0415
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(_guarded("B2", lambda: b2_goodput.run(host, org, quick=args.quick)))
             if "B4" in selected:
                 results.append(_guarded("B4", lambda: b4_memory.run(host, org, quick=args.quick)))
+            if "B6" in selected:
+                results.append(_guarded("B6", lambda: b6_scale.run(host, org, quick=args.quick)))
     results.sort(key=lambda r: r.key)
     seconds = time.perf_counter() - started
     command = "python -m fanout.bench.run" + (" --quick" if args.quick else "")

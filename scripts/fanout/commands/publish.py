@@ -33,6 +33,7 @@ from fanout.publish import (
     build_selection_body,
     publish,
     refused_accounts,
+    split_list,
     validate_bodies,
 )
 from handler import api
@@ -70,6 +71,7 @@ examples:
       --param document_name=AWS-RunShellScript --param 'parameters={"commands":["uptime"]}' \\
       --param 'targets=[{"key":"tag:Role","values":["web"]}]'
   fanout publish ssm.send_command --accounts ... --canary --max-errors 10%
+  fanout publish ssm.send_command --accounts ... --alarms web-5xx,web-latency
   fanout publish ssm.send_command --ous ou-ab12-prod1234 --include-child-ous \
       --account-tag env=prod --exclude-accounts 210000000003 --regions us-east-1,eu-west-1 \
       --param document_name=AWS-RunShellScript --param 'parameters={"commands":["uptime"]}' \
@@ -139,6 +141,17 @@ examples:
     help="stop fanning out once more targets than this (a count, or a percentage) failed",
 )
 @click.option(
+    "--alarms",
+    metavar="NAMES",
+    help="comma-separated CloudWatch alarms (worker's account and region): one in ALARM stops "
+    "the request; its targets not started end 'not run: alarm NAME'",
+)
+@click.option(
+    "--on-alarm-unreadable",
+    type=click.Choice(["stop", "continue"]),
+    help="when the alarms cannot be read (or one does not exist) [worker default: stop]",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="send even to accounts ALLOWED_ACCOUNT_IDS does not list (the worker refuses them)",
@@ -175,6 +188,8 @@ def command(
     dry_run: bool,
     canary: bool,
     max_errors: int | str | None,
+    alarms: str | None,
+    on_alarm_unreadable: str | None,
     force: bool,
     republish: bool,
     max_targets: int,
@@ -203,7 +218,13 @@ def command(
             params=params,
             target_params=target_params,
             request_id=request_id,
-            options={"dry_run": dry_run, "canary": canary, "max_errors": max_errors},
+            options={
+                "dry_run": dry_run,
+                "canary": canary,
+                "max_errors": max_errors,
+                "alarms": split_list(alarms),
+                "on_alarm_unreadable": on_alarm_unreadable,
+            },
             max_targets=max_targets,
             region=resolved_region,
         )
