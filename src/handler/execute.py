@@ -177,17 +177,31 @@ class CallRunner:
 
     def preflight(self, task: Task, call: Call) -> CallOutcome:
         """A dry run: everything but the task's own call - the role assumed in every account
-        the call acts in (an unassumable account is this target's answer, not a crash)."""
+        the call acts in, and one call in the target's region with it (GetCallerIdentity: no
+        permission needed) which fails when the region is not enabled for the account or does
+        not exist. An unassumable account or an unusable region is this target's answer, not a
+        crash of the request."""
         context = _TargetContext(self._clients, call, task, narrow=self._narrow)
         accounts = {call.account, *task.other_accounts(call.params).values()}
-        try:
-            for account in sorted(accounts):
-                context.client("sts", account=account)
-        except ConfigurationError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - reported as "would not run: <reason>"
-            error = classify_aws_error(exc)
-            return CallOutcome(error=error.with_reason(f"would not run: {error.reason}"))
+        for account in sorted(accounts):
+            try:
+                sts = context.client("sts", account=account)
+            except ConfigurationError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reported as "would not run: <reason>"
+                error = classify_aws_error(exc)
+                return CallOutcome(error=error.with_reason(f"would not run: {error.reason}"))
+            try:
+                sts.get_caller_identity()
+            except Exception as exc:  # noqa: BLE001 - reported as "would not run: <reason>"
+                error = classify_aws_error(exc)
+                reason = f"would not run: {error.reason}"
+                if isinstance(error, PermanentError):
+                    reason = (
+                        f"would not run: region {call.region} cannot be used in account "
+                        f"{account} (not enabled for it, or no such region): {error.reason}"
+                    )
+                return CallOutcome(error=error.with_reason(reason))
         detail = {"would_run": task.name, "accounts": sorted(accounts)}
         return CallOutcome(result=TaskResult(resource_id="dry-run", detail=detail))
 

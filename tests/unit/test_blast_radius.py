@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import boto3
 import pytest
 
 from handler import app
+from handler.api import status_source
 from handler.app import lambda_handler
 from tests.unit.fakes import (
     OPS_ACCOUNT,
@@ -24,6 +26,7 @@ from tests.unit.fakes import (
     sqs_record,
     v1_body,
 )
+from tests.unit.test_ledger import create_ledger_table
 
 pytestmark = pytest.mark.usefixtures("worker_env")
 
@@ -231,3 +234,34 @@ def test_an_account_outside_the_allow_list_is_refused_whatever_its_params_say(
     [letter] = dead_letters()
     assert letter["fanout.error_class"] == "AccountNotAllowedError"
     assert "account 999999999999 is not in ALLOWED_ACCOUNT_IDS" in letter["fanout.reason"]
+
+
+def test_a_dry_run_reports_a_region_its_account_cannot_use(
+    context: FakeLambdaContext,
+    api_calls: ApiCalls,
+    fail_operation: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GIVEN a dry run whose target region is not enabled for the account (STS in that region
+    refuses the assumed role's token, as AWS does for an opt-in region not opted into)
+    WHEN processed THEN the target ends as a dry run that says it would not run and why,
+    nothing is dead-lettered, and the task's API is not called."""
+    monkeypatch.setenv("LEDGER_TABLE", create_ledger_table())
+    app.reset()
+    account = TARGET_ACCOUNTS[0]
+    dist = create_distribution(account)
+    fail_operation("GetCallerIdentity", "InvalidClientTokenId", status=403)
+    api_calls.calls.clear()
+    body = invalidate([(account, dist)], options={"dry_run": True}, request_id="dry-region")
+
+    response = lambda_handler(sqs_event(sqs_record(body)), context)
+
+    assert failures(response) == []
+    assert api_calls.count("CreateInvalidation") == 0
+    assert dead_letters() == []
+    [job] = status_source("fanout-ledger", lambda: boto3.client("dynamodb")).jobs.jobs("dry-region")
+    assert job.state.value == "dry_run"
+    assert job.last_error is not None
+    assert job.last_error.startswith(
+        f"would not run: region us-east-1 cannot be used in account {account}"
+    )
