@@ -89,6 +89,10 @@ class FakeAccountClient:
         self._maybe_fail(DocumentName, "SendCommand")
         return {"Command": {"CommandId": f"C-{self.account}", "Status": "Pending"}}
 
+    def get_caller_identity(self) -> Any:
+        self._maybe_fail("GetCallerIdentity", "GetCallerIdentity")
+        return {"Account": self.account}
+
 
 class FakeClients:
     """Stands in for TargetClients: one fake client per account, every request recorded."""
@@ -190,7 +194,8 @@ def test_dry_run_jobs_are_a_pre_flight_without_the_tasks_call() -> None:
     """GIVEN dry-run jobs of both plugins
     WHEN they are dispatched
     THEN each ends DRY_RUN "would run" (resource id 'dry-run'): a session was opened in its
-    account (the role is assumable) but neither CreateInvalidation nor SendCommand was made."""
+    account (the role is assumable) and used once in its region (GetCallerIdentity), but
+    neither CreateInvalidation nor SendCommand was made."""
     clients = FakeClients()
     jobs = [invalidation("req-1", dry_run=True), command("req-2", ACCOUNT_B, dry_run=True)]
 
@@ -201,7 +206,7 @@ def test_dry_run_jobs_are_a_pre_flight_without_the_tasks_call() -> None:
         for k, o in outcomes.items()
     } == {job.key: (Result.DRY_RUN, "dry-run") for job in jobs}
     assert clients.services() == {"sts"}
-    assert clients.calls(ACCOUNT_A) == clients.calls(ACCOUNT_B) == []
+    assert clients.calls(ACCOUNT_A) == clients.calls(ACCOUNT_B) == ["GetCallerIdentity"]
 
 
 def test_a_coalesced_call_that_succeeds_settles_all_its_jobs_with_its_result() -> None:
