@@ -36,6 +36,7 @@ from handler.envelope import Envelope, parse_message
 from handler.exceptions import (
     AccountNotAllowedError,
     BadMessageError,
+    ConfigurationError,
     FanoutError,
     PermanentError,
     TransientError,
@@ -147,8 +148,12 @@ class Expander:
             if stored is None:
                 stored = self._store(message, envelope)
             self._send(message, envelope.request_id, stored)
+        except ConfigurationError:
+            raise  # not the message's fault: the whole batch comes back, the alarm fires
         except FanoutError as exc:
             return exc
+        except Exception as exc:  # noqa: BLE001 - e.g. the ledger: the message comes back
+            return TransientError(f"cannot expand the selection: {classify_aws_error(exc).reason}")
         return None
 
     def _store(self, message: Message, envelope: Envelope) -> StoredExpansion:

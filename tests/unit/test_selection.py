@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,3 +221,32 @@ def test_a_selection_that_matches_nothing_is_dead_lettered_with_what_it_left_out
     [letter] = dead_letters()
     assert "body.select matched no target" in letter["fanout.reason"]
     assert "without the tags asked for" in letter["fanout.reason"]
+
+
+def test_a_ledger_outage_during_expansion_returns_the_selection_and_sends_nothing(
+    org: Org,
+    context: FakeLambdaContext,
+    fail_operation: Callable[..., None],
+) -> None:
+    """GIVEN a selection, and the ledger refusing the first write of its parts (a 500)
+    WHEN it is delivered, then delivered again
+    THEN the first delivery sends nothing and returns the message (a batch item failure); the
+    second expands and sends its parts once."""
+    ids = org.accounts
+    params = {
+        ids[n]: {"distribution_id": f"EDIST{n[-1].upper()}00001"} for n in ("prod-a", "prod-d")
+    }
+    params[ids["outsider-f"]] = {"distribution_id": "EOUTSIDER1"}
+    body = selecting_body(org, params)
+    fail_operation("PutItem", "InternalServerError", status=500, times=1)
+
+    first = lambda_handler(sqs_event(sqs_record(body, message_id="sel-2")), context)
+    sent_first = work_queue()
+    again = lambda_handler(
+        sqs_event(sqs_record(body, message_id="sel-2", receive_count=2)), context
+    )
+
+    assert failures(first) == ["sel-2"]
+    assert sent_first == []
+    assert failures(again) == []
+    assert len(work_queue()) == 2
