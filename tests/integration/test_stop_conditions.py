@@ -89,7 +89,8 @@ def test_an_alarm_going_off_mid_request_leaves_every_later_target_not_run(
     set_alarm(aws_env, alarm, "ALARM")
     deliver(worker, aws_env, by_part[2])
 
-    assert invalidated_paths(aws_env, first.account, first.distribution_ids[0]) == {path}
+    # (the seeded distributions are shared with other tests: only this test's path matters)
+    assert path in invalidated_paths(aws_env, first.account, first.distribution_ids[0])
     assert path not in invalidated_paths(aws_env, second.account, second.distribution_ids[0])
     report = read_status(ledger_for(aws_env.ledger_table or "", region=aws_env.region), request_id)
     assert report.state == "stopped"
