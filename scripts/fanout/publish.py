@@ -205,16 +205,7 @@ def build_bodies(
         account: build_params(assignments, schema, option="--target-param")
         for account, assignments in per_account.items()
     }
-    region_list: list[str | None] = list(split_list(regions)) or [None]
-    targets: list[dict[str, Any]] = []
-    for account in account_ids:
-        for region in region_list:
-            target: dict[str, Any] = {"account": account}
-            if region:
-                target["region"] = region
-            if account in overrides:
-                target["params"] = overrides[account]
-            targets.append(target)
+    targets = _targets(account_ids, regions, overrides)
     document: dict[str, Any] = {
         "version": 1,
         "task": task,
@@ -287,16 +278,7 @@ def build_selection_body(
         "select": select,
         "params": build_params(params, schema),
     }
-    region_list: list[str | None] = list(split_list(regions)) or [None]
-    explicit = [
-        {
-            "account": account,
-            **({"region": region} if region else {}),
-            **({"params": per_account[account]} if account in per_account else {}),
-        }
-        for account in split_list(accounts)
-        for region in region_list
-    ]
+    explicit = _targets(split_list(accounts), regions, per_account)
     if explicit:
         document["targets"] = explicit
     options = _options(
@@ -309,6 +291,22 @@ def build_selection_body(
     if options:
         document["options"] = options
     return json.dumps(document, separators=(",", ":"))
+
+
+def _targets(
+    accounts: Sequence[str], regions: str | None, overrides: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Every account x region (no region: the worker's), with the account's own params."""
+    region_list: list[str | None] = list(split_list(regions)) or [None]
+    return [
+        {
+            "account": account,
+            **({"region": region} if region else {}),
+            **({"params": overrides[account]} if account in overrides else {}),
+        }
+        for account in accounts
+        for region in region_list
+    ]
 
 
 def parse_tags(assignments: Sequence[str]) -> dict[str, str]:
