@@ -176,6 +176,8 @@ def build_bodies(
     dry_run: bool = False,
     canary: bool = False,
     max_errors: int | str | None = None,
+    max_concurrency: int | str | None = None,
+    ramp: str | None = None,
     alarms: Sequence[str] = (),
     on_alarm_unreadable: str | None = None,
     max_targets: int = MAX_TARGETS_PER_MESSAGE,
@@ -217,6 +219,8 @@ def build_bodies(
         dry_run=dry_run,
         canary=canary,
         max_errors=max_errors,
+        max_concurrency=max_concurrency,
+        ramp=ramp,
         alarms=alarms,
         on_alarm_unreadable=on_alarm_unreadable,
     )
@@ -241,6 +245,8 @@ def build_selection_body(
     dry_run: bool = False,
     canary: bool = False,
     max_errors: int | str | None = None,
+    max_concurrency: int | str | None = None,
+    ramp: str | None = None,
     alarms: Sequence[str] = (),
     on_alarm_unreadable: str | None = None,
 ) -> str:
@@ -285,6 +291,8 @@ def build_selection_body(
         dry_run=dry_run,
         canary=canary,
         max_errors=max_errors,
+        max_concurrency=max_concurrency,
+        ramp=ramp,
         alarms=alarms,
         on_alarm_unreadable=on_alarm_unreadable,
     )
@@ -324,6 +332,8 @@ def _options(
     dry_run: bool,
     canary: bool,
     max_errors: int | str | None,
+    max_concurrency: int | str | None = None,
+    ramp: str | None = None,
     alarms: Sequence[str] = (),
     on_alarm_unreadable: str | None = None,
 ) -> dict[str, Any]:
@@ -341,6 +351,12 @@ def _options(
         options["canary"] = True
     if max_errors is not None:
         options["max_errors"] = max_errors
+    if ramp and max_concurrency is None:
+        raise PublishError("--ramp needs --max-concurrency (the wave size it ramps up to)")
+    if max_concurrency is not None:
+        options["max_concurrency"] = max_concurrency
+    if ramp:
+        options["ramp"] = ramp
     return options
 
 
@@ -364,6 +380,8 @@ def bodies_from_document(
     dry_run: bool = False,
     canary: bool = False,
     max_errors: int | str | None = None,
+    max_concurrency: int | str | None = None,
+    ramp: str | None = None,
     alarms: Sequence[str] = (),
     on_alarm_unreadable: str | None = None,
     max_targets: int = MAX_TARGETS_PER_MESSAGE,
@@ -386,6 +404,8 @@ def bodies_from_document(
         dry_run=dry_run,
         canary=canary,
         max_errors=max_errors,
+        max_concurrency=max_concurrency,
+        ramp=ramp,
         alarms=alarms,
         on_alarm_unreadable=on_alarm_unreadable,
     )

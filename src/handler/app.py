@@ -40,6 +40,7 @@ from handler.requests import RequestLedger
 from handler.requests_dynamodb import DynamoDBRequests
 from handler.requests_memory import InMemoryRequests
 from handler.requeue import Requeue
+from handler.rollout import RolloutGate
 from handler.sessions import RoleSessions
 from handler.settings import Settings, get_settings, tracing_enabled
 from handler.settle import Settler
@@ -85,7 +86,13 @@ def build_worker(settings: Settings, *, clock: Callable[[], float] = time.time) 
     return Worker(
         settings,
         authorizer=authorizer,
-        dispatcher=Dispatcher(ledger, runner, max_workers=settings.max_workers, clock=clock),
+        dispatcher=Dispatcher(
+            ledger,
+            runner,
+            max_workers=settings.max_workers,
+            rollout=RolloutGate(requests, clock),
+            clock=clock,
+        ),
         settler=Settler(ledger, dead_letters, requeue),
         ledger=ledger,
         tracker=RequestTracker(

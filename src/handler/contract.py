@@ -8,7 +8,8 @@ Envelope v1 (DESIGN.md), with the additions the README's design notes list::
      "targets": [{"account": "...", "region": "...", "params": {...}}],
      "params": {...},
      "options": {"dry_run": false, "canary": true | {"account": "...", "region": "..."},
-                 "max_errors": 3 | "10%", "alarms": ["..."], "on_alarm_unreadable": "stop"}}
+                 "max_errors": 3 | "10%", "alarms": ["..."], "on_alarm_unreadable": "stop",
+                 "max_concurrency": 4 | "10%", "ramp": "exponential"}}
 
 or, instead of or besides ``targets``, a selection the worker expands through AWS
 Organizations into chunk messages on the work queue (``handler.expansion``)::
@@ -40,6 +41,7 @@ __all__ = [
     "LEGACY_SCHEMA",
     "LEGACY_TASK",
     "LETTER_ID_ATTRIBUTE",
+    "MAX_CONCURRENCY",
     "MAX_SELECT_ITEMS",
     "MAX_TARGETS_PER_MESSAGE",
     "OU_ID_PATTERN",
@@ -72,6 +74,8 @@ MAX_TARGETS_PER_MESSAGE: Final = 500
 PUBLISH_TARGETS_PER_MESSAGE: Final = 50
 MAX_REQUEST_ID: Final = 128
 MAX_ALARMS: Final = 10
+# In-flight leases of one request live in one item (``handler.rollout``): a bound keeps it small.
+MAX_CONCURRENCY: Final = 1000
 
 # --- message attributes -----------------------------------------------------------------------
 ATTRIBUTE_PREFIX: Final = "fanout."
@@ -198,6 +202,16 @@ V1_SCHEMA: Final[Mapping[str, Any]] = {
                     "items": {"type": "string", "minLength": 1, "maxLength": 255},
                 },
                 "on_alarm_unreadable": {"enum": ["stop", "continue"]},
+                # Rollout control: targets of the request in flight at once, across every
+                # instance (a count, or a percentage of the request's targets), and whether
+                # to ramp up to it in waves (1, 2, 4, ... each started once the last ended).
+                "max_concurrency": {
+                    "anyOf": [
+                        {"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENCY},
+                        {"type": "string", "pattern": "^(100|[1-9][0-9]?)%$"},
+                    ]
+                },
+                "ramp": {"enum": ["exponential"]},
             },
         },
     },

@@ -33,6 +33,7 @@ from handler.execute import CallRunner
 from handler.ledger import Ledger, lock_until
 from handler.outcome import JobOutcome, Result
 from handler.requests import RequestView
+from handler.rollout import Lease, RolloutGate
 from handler.telemetry import BatchMetrics
 from tasks.base import Call, Job, Task
 from tasks.registry import get_task
@@ -65,9 +66,11 @@ class Dispatcher:
         runner: CallRunner,
         *,
         max_workers: int,
+        rollout: RolloutGate | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._attempts = Attempts(ledger, runner, clock)
+        self._rollout = rollout
         self._runner = runner
         self._max_workers = max_workers
         self._clock = clock
@@ -118,12 +121,51 @@ class Dispatcher:
                 if (blocked := lane.blocked()) is not None:
                     outcomes += outcomes_for(call.jobs, Result.RETRY, error=blocked)
                     continue
-                done = self._attempts.run(task, call, scope)
-                outcomes += done
-                for outcome in done:
-                    if isinstance(outcome.error, ThrottledError | DeadlineExceededError):
-                        lane.stop(outcome.error)
+                waiting, admitted, leases = self._admit_rollout(task, call, scope)
+                outcomes += waiting
+                try:
+                    for each in admitted:
+                        done = self._attempts.run(task, each, scope)
+                        outcomes += done
+                        for outcome in done:
+                            if isinstance(outcome.error, ThrottledError | DeadlineExceededError):
+                                lane.stop(outcome.error)
+                finally:
+                    if self._rollout is not None:
+                        self._rollout.release(leases)
         return outcomes
+
+    def _admit_rollout(
+        self, task: Task, call: Call, scope: BatchScope
+    ) -> tuple[list[JobOutcome], list[Call], list[Lease]]:
+        """The call's jobs that must wait for a slot of their request (``handler.rollout``),
+        the calls for the rest, and the leases those hold until their call ended."""
+        if self._rollout is None:
+            return [], [call], []
+        waiting: list[JobOutcome] = []
+        keep: list[Job] = []
+        leases: list[Lease] = []
+        for job in call.jobs:
+            view = scope.views.get(job.request_id)
+            admitted = (
+                self._rollout.admit(
+                    job,
+                    view,
+                    lease_until=scope.lock_until,
+                    expected_s=self._runner.expected(task),
+                )
+                if view is not None
+                else None
+            )
+            if isinstance(admitted, Lease):
+                leases.append(admitted)
+            if admitted is None or isinstance(admitted, Lease):
+                keep.append(job)
+            else:
+                waiting.append(JobOutcome(job, Result.RETRY, error=admitted))
+        if not waiting:
+            return [], [call], leases
+        return waiting, task.plan(keep) if keep else [], leases
 
     def _stop_if_late(self, lane: _Lane, task: Task, deadline: Deadline) -> None:
         expected = self._runner.expected(task)

@@ -69,11 +69,20 @@ class Options:
     max_errors: int | str | None = None  # a count, or a percentage of the targets ("10%")
     alarms: tuple[str, ...] = ()  # CloudWatch alarms: one in ALARM stops the request
     on_alarm_unreadable: str = "stop"  # or "continue"
+    # Targets in flight at once across every instance: a count, or a percentage ("10%").
+    max_concurrency: int | str | None = None
+    ramp: str | None = None  # "exponential": waves of 1, 2, 4, ... up to max_concurrency
 
     def max_errors_for(self, targets: int) -> int | None:
         if isinstance(self.max_errors, str):
             return math.ceil(targets * int(self.max_errors[:-1]) / 100)
         return self.max_errors
+
+    def max_concurrency_for(self, targets: int) -> int | None:
+        """The cap in targets (a percentage rounds up, and is never below 1)."""
+        if isinstance(self.max_concurrency, str):
+            return max(1, math.ceil(targets * int(self.max_concurrency[:-1]) / 100))
+        return self.max_concurrency
 
     def as_json(self) -> dict[str, Any]:
         """The options as a body states them; the canary always by name, so any part or
@@ -84,17 +93,28 @@ class Options:
         if self.alarms:
             raw["alarms"] = list(self.alarms)
             raw["on_alarm_unreadable"] = self.on_alarm_unreadable
+        if self.max_concurrency is not None:
+            raw["max_concurrency"] = self.max_concurrency
+        if self.ramp:
+            raw["ramp"] = self.ramp
         return {k: v for k, v in raw.items() if v not in (None, False)}
 
     @classmethod
     def of(cls, raw: Mapping[str, Any], canary: Target | None) -> Options:
         """From a body's ``options`` the schema accepted (the canary resolved by the caller)."""
+        if raw.get("ramp") and raw.get("max_concurrency") is None:
+            raise BadMessageError(
+                "body.options.ramp needs body.options.max_concurrency (the wave size it ramps "
+                "up to)"
+            )
         return cls(
             dry_run=bool(raw.get("dry_run", False)),
             canary=canary,
             max_errors=raw.get("max_errors"),
             alarms=tuple(raw.get("alarms", ())),
             on_alarm_unreadable=str(raw.get("on_alarm_unreadable", "stop")),
+            max_concurrency=raw.get("max_concurrency"),
+            ramp=raw.get("ramp"),
         )
 
 

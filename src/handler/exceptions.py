@@ -46,6 +46,7 @@ __all__ = [
     "QuotaExceededError",
     "RecordedFailure",
     "RetryableError",
+    "RolloutWaitError",
     "TaskFailedError",
     "ThrottledError",
     "TransientError",
@@ -117,6 +118,20 @@ class CanaryPendingError(NotStartedError):
 
 class JobBusyError(NotStartedError):
     """Another invocation holds the job's lock (a concurrent duplicate delivery)."""
+
+
+class RolloutWaitError(NotStartedError):
+    """Its request's rollout control has no slot free (``handler.rollout``): it waits about
+    ``retry_after`` seconds, and may wait once per wave of the request (``waves``) on top of
+    the usual wait budget."""
+
+    def __init__(self, reason: str, *, retry_after: float = 2.0, waves: int = 1) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+        self.waves = waves
+
+    def with_reason(self, reason: str) -> FanoutError:
+        return RolloutWaitError(reason, retry_after=self.retry_after, waves=self.waves)
 
 
 class LaneStoppedError(NotStartedError):

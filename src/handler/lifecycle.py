@@ -20,7 +20,9 @@ What happens to a throttled target (the throttling policy, end to end):
    ``MAX_ATTEMPTS`` attempts it is dead-lettered "gave up after N attempts: <last error>".
    Targets that were not started are re-sent with a delay growing with their *waits* counter,
    use no attempt, and after ``MAX_WAITS`` waits are dead-lettered "not started after N
-   deliveries": every job makes progress or ends.
+   deliveries": every job makes progress or ends. A target waiting for a rollout slot of its
+   request (``handler.rollout``) comes back after about one call's duration, not doubled, and
+   may wait ``MAX_WAITS`` times per wave of its request.
 5. Without a work queue to re-send to, the whole message returns to SQS (visibility timeout)
    and ``maxReceiveCount`` bounds it.
 """
@@ -42,6 +44,7 @@ from handler.exceptions import (
     PermanentError,
     QuotaExceededError,
     RetryableError,
+    RolloutWaitError,
     ThrottledError,
     TransientError,
 )
@@ -79,6 +82,11 @@ def retry_delay(
     """Seconds to wait before the next try after ``count`` tries (or waits): exponential,
     "equal jitter" (at least half the ceiling, so a retry never comes back at once), <= 900."""
     cause = error.cause if isinstance(error, LaneStoppedError) and error.cause else error
+    if isinstance(cause, RolloutWaitError):
+        # A slot frees when a call of the request ends: about one call from now, whatever the
+        # count (the wait is for others' progress, not a failure to back off from).
+        ceiling = min(60.0, max(1.0, cause.retry_after))
+        return max(1, int(ceiling / 2 + rand() * ceiling / 2))
     base = next(
         (seconds for kind, seconds in BASE_DELAY if isinstance(cause, kind)), _DEFAULT_BASE_DELAY
     )
@@ -144,9 +152,10 @@ def decide(
     if tried and attempt >= limits.max_attempts:
         failed += [_given_up(o, f"gave up after {attempt} attempts") for o in tried]
         tried = []
-    if waiting and waits >= limits.max_waits:
-        failed += [_given_up(o, f"not started after {waits} deliveries") for o in waiting]
-        waiting = []
+    if waiting and any(waits >= _wait_limit(o, limits) for o in waiting):
+        over = [o for o in waiting if waits >= _wait_limit(o, limits)]
+        failed += [_given_up(o, f"not started after {waits} deliveries") for o in over]
+        waiting = [o for o in waiting if o not in over]
     letters = tuple(
         Letter(tuple(group), _summary(group, total, verb), ending)
         for group, verb, ending in (
@@ -182,6 +191,15 @@ def busy_deferral(outcomes: Sequence[JobOutcome], *, attempt: int, waits: int) -
     not started, and are recovered by whoever claims them next."""
     error = JobBusyError("held by another invocation (or its holder died mid-call)")
     return Deferral(tuple(outcomes), attempt, waits + 1, retry_delay(error, waits + 1), error)
+
+
+def _wait_limit(outcome: JobOutcome, limits: Limits) -> int:
+    """Waits a job not started may use: ``MAX_WAITS``, and as many again per wave of its
+    request when it waits for a rollout slot (it waits while the others run, which all end)."""
+    error = outcome.error
+    if isinstance(error, RolloutWaitError):
+        return limits.max_waits * max(1, error.waves)
+    return limits.max_waits
 
 
 def _first(outcomes: Sequence[JobOutcome]) -> FanoutError:

@@ -100,6 +100,9 @@ class RequestRecord:
     notes: tuple[str, ...] = ()
     announced_at: float | None = None  # its completion event (and export) went out
     results_uri: str | None = None  # where its per-target results were exported
+    # Rollout control (``handler.rollout``): leases held (short key -> until), targets started.
+    leases: Mapping[str, float] = field(default_factory=dict)
+    started: frozenset[str] = frozenset()
 
     def count(self, state: JobState) -> int:
         return len(self.ended.get(state, frozenset()))
@@ -176,7 +179,31 @@ class RequestView:
         self._canary_state = (
             record.state_of(self._canary_key) if record and self._canary_key else None
         )
+        self._started_ended = (
+            len(record.started & frozenset[str]().union(*record.ended.values())) if record else 0
+        )
         self._lock = threading.Lock()
+
+    @property
+    def expected(self) -> int:
+        return self._expected
+
+    @property
+    def max_concurrency(self) -> int | None:
+        """The request's cap on targets in flight (``handler.rollout``), or None."""
+        # `fanout update --max-concurrency` rewrites the record's options: they win.
+        raw = self._record.options.get("max_concurrency") if self._record else None
+        options = self._options if raw is None else Options(max_concurrency=raw)
+        return options.max_concurrency_for(self._expected)
+
+    @property
+    def ramps(self) -> bool:
+        return self._options.ramp == "exponential"
+
+    @property
+    def started_ended(self) -> int:
+        """Targets that started under rollout control and ended (as the record was read)."""
+        return self._started_ended
 
     @property
     def cancelled(self) -> bool:
@@ -287,4 +314,24 @@ class RequestLedger(Protocol):
 
     def mark_sent(self, request_id: str, parts: Sequence[int]) -> None:
         """These parts are on the work queue."""
+        ...
+
+    def acquire_slot(
+        self,
+        request_id: str,
+        job_key: str,
+        *,
+        cap: int,
+        started_limit: int | None,
+        until: float,
+        now: float,
+    ) -> bool:
+        """Take a lease on one of the request's ``cap`` slots for ``job_key`` until ``until``,
+        atomically: granted only while fewer than ``cap`` live leases are held (or this key
+        holds one), and - with ``started_limit`` - while fewer targets started than it allows
+        (or this one did). Leases expired before ``now`` are taken back first."""
+        ...
+
+    def release_slot(self, request_id: str, job_key: str, *, until: float) -> None:
+        """Give the lease back (only the one taken until ``until``: a later holder's stays)."""
         ...

@@ -35,6 +35,11 @@ __all__ = ["REQUEST_SK", "DynamoDBRequests", "request_from_item", "request_key"]
 
 REQUEST_SK: Final = "#request"
 PART_SK: Final = "#part#"
+# Rollout control's item (``handler.rollout``): ``lease`` (a map: "k" + short job key -> lease
+# end) and ``started`` (a string set of short job keys). Apart from the request record, so the
+# record's size does not grow with leases and a lease write does not contend with counting.
+ROLLOUT_SK: Final = "#rollout"
+_KNOWN_ROLLOUTS: Final = 1024  # rollout items this process knows exist (then forgotten)
 _OVERRIDE: Final = "override_"
 
 
@@ -47,11 +52,98 @@ class DynamoDBRequests:
     ) -> None:
         self._table = Table(table, client)
         self._clock = clock
+        self._rollouts: set[str] = set()
 
     def requests(self, request_ids: Sequence[str]) -> dict[str, RequestRecord]:
-        keys = [request_key(r) for r in dict.fromkeys(request_ids)]
-        records = (request_from_item(item) for item in self._table.batch_get(keys))
+        ids = list(dict.fromkeys(request_ids))
+        keys = [request_key(r) for r in ids] + [rollout_key(r) for r in ids]
+        items = self._table.batch_get(keys)
+        rollouts = {read_s(i, "pk"): i for i in items if read_s(i, "sk") == ROLLOUT_SK}
+        records = (
+            request_from_item(item, rollouts.get(read_s(item, "pk")))
+            for item in items
+            if read_s(item, "sk") == REQUEST_SK
+        )
         return {record.request_id: record for record in records}
+
+    def acquire_slot(
+        self,
+        request_id: str,
+        job_key: str,
+        *,
+        cap: int,
+        started_limit: int | None,
+        until: float,
+        now: float,
+    ) -> bool:
+        self._open_rollout(request_id, now)
+        slot = f"lease.k{job_key}"  # short keys are hex: a valid name after the "k"
+        condition = f"(size(lease) < :cap OR attribute_exists({slot}))"
+        values: dict[str, Any] = {
+            ":until": n(until),
+            ":me": {"SS": [job_key]},
+            ":cap": n(cap),
+        }
+        if started_limit is not None:
+            condition += (
+                " AND (attribute_not_exists(started) OR size(started) < :limit"
+                " OR contains(started, :key))"
+            )
+            values.update({":limit": n(started_limit), ":key": s(job_key)})
+        for _ in range(2):  # once more after taking expired leases back
+            written, found = self._table.update_or_found(
+                rollout_key(request_id),
+                f"SET {slot} = :until ADD started :me",
+                values,
+                condition=condition,
+            )
+            if written:
+                return True
+            if not self._expire_leases(request_id, found, now):
+                return False
+        return False
+
+    def release_slot(self, request_id: str, job_key: str, *, until: float) -> None:
+        slot = f"lease.k{job_key}"
+        self._table.update(
+            rollout_key(request_id),
+            f"REMOVE {slot}",
+            {":until": n(until)},
+            condition=f"{slot} = :until",
+        )
+
+    def _open_rollout(self, request_id: str, now: float) -> None:
+        """The rollout item exists (an update cannot set a map entry of a missing map)."""
+        if request_id in self._rollouts:
+            return
+        self._table.put_new(
+            {
+                "pk": s(request_id),
+                "sk": s(ROLLOUT_SK),
+                "lease": {"M": {}},
+                "expires_at": expires(now),
+            }
+        )
+        if len(self._rollouts) >= _KNOWN_ROLLOUTS:
+            self._rollouts.clear()
+        self._rollouts.add(request_id)
+
+    def _expire_leases(self, request_id: str, found: Item, now: float) -> bool:
+        """Take back the leases in ``found`` that ended before ``now`` (their holders died);
+        whether any was."""
+        leases = found.get("lease", {}).get("M", {})
+        expired = {name: value for name, value in leases.items() if float(value["N"]) < now}
+        if not expired:
+            return False
+        names = sorted(expired)[:50]
+        values = {f":v{i}": expired[name] for i, name in enumerate(names)}
+        self._table.update(
+            rollout_key(request_id),
+            "REMOVE " + ", ".join(f"lease.{name}" for name in names),
+            values,
+            condition=" AND ".join(f"lease.{name} = :v{i}" for i, name in enumerate(names)),
+        )
+        return True
 
     def count_ended(self, opening: RequestOpen, endings: Mapping[str, JobState]) -> RequestRecord:
         now = self._clock()
@@ -195,6 +287,10 @@ def request_key(request_id: str) -> dict[str, Any]:
     return {"pk": s(request_id), "sk": s(REQUEST_SK)}
 
 
+def rollout_key(request_id: str) -> dict[str, Any]:
+    return {"pk": s(request_id), "sk": s(ROLLOUT_SK)}
+
+
 def part_sk(part: int) -> str:
     return f"{PART_SK}{part:05d}"
 
@@ -267,7 +363,7 @@ def counting_updates(
     return (expression, values), later
 
 
-def request_from_item(item: Item) -> RequestRecord:
+def request_from_item(item: Item, rollout: Item | None = None) -> RequestRecord:
     def text(name: str) -> str | None:
         return read_s(item, name)
 
@@ -300,4 +396,9 @@ def request_from_item(item: Item) -> RequestRecord:
         notes=tuple(v["S"] for v in item.get("notes", {}).get("L", [])),
         announced_at=number("announced_at"),
         results_uri=text("results_uri"),
+        leases={
+            name[1:]: float(value["N"])
+            for name, value in (rollout or {}).get("lease", {}).get("M", {}).items()
+        },
+        started=frozenset((rollout or {}).get("started", {}).get("SS", ())),
     )

@@ -28,11 +28,21 @@ class InMemoryRequests:
         self._records: dict[str, RequestRecord] = {}
         self._leases: dict[str, float] = {}  # announcement leases
         self._expansions: dict[str, StoredExpansion] = {}
+        self._slots: dict[str, dict[str, float]] = {}  # rollout leases: key -> until
+        self._started: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
     def requests(self, request_ids: Sequence[str]) -> dict[str, RequestRecord]:
         with self._lock:
-            return {rid: self._records[rid] for rid in request_ids if rid in self._records}
+            return {
+                rid: replace(
+                    self._records[rid],
+                    leases=dict(self._slots.get(rid, {})),
+                    started=frozenset(self._started.get(rid, ())),
+                )
+                for rid in request_ids
+                if rid in self._records
+            }
 
     def _opened(self, opening: RequestOpen, now: float) -> RequestRecord:
         record = self._records.get(opening.request_id) or RequestRecord(opening.request_id)
@@ -133,3 +143,36 @@ class InMemoryRequests:
         with self._lock:
             stored = self._expansions[request_id]
             self._expansions[request_id] = replace(stored, sent=stored.sent | set(parts))
+
+    def acquire_slot(
+        self,
+        request_id: str,
+        job_key: str,
+        *,
+        cap: int,
+        started_limit: int | None,
+        until: float,
+        now: float,
+    ) -> bool:
+        with self._lock:
+            leases = self._slots.setdefault(request_id, {})
+            for key in [k for k, expiry in leases.items() if expiry < now]:
+                del leases[key]
+            started = self._started.setdefault(request_id, set())
+            if job_key not in leases and len(leases) >= cap:
+                return False
+            if (
+                started_limit is not None
+                and job_key not in started
+                and len(started) >= started_limit
+            ):
+                return False
+            leases[job_key] = until
+            started.add(job_key)
+            return True
+
+    def release_slot(self, request_id: str, job_key: str, *, until: float) -> None:
+        with self._lock:
+            leases = self._slots.get(request_id, {})
+            if leases.get(job_key) == until:
+                del leases[job_key]

@@ -215,6 +215,42 @@ def test_canary_and_max_errors_flags_become_the_envelope_options(
     assert body["options"] == {"canary": True, "max_errors": sent}
 
 
+def test_rollout_flags_become_the_envelope_options(
+    aws_env: Organisation, read_queue: Callable[[str], list[dict[str, Any]]]
+) -> None:
+    """GIVEN --max-concurrency 25% --ramp exponential WHEN the task is published
+    THEN the body's options carry both, as the worker reads them."""
+    code = publish_invalidation(
+        "--accounts",
+        "111111111111",
+        "--param",
+        "paths=/x",
+        "--max-concurrency",
+        "25%",
+        "--ramp",
+        "exponential",
+    )
+
+    (body,) = bodies(read_queue(aws_env.queue_url))
+    assert code == 0
+    assert body["options"] == {"max_concurrency": "25%", "ramp": "exponential"}
+
+
+def test_a_ramp_without_max_concurrency_is_refused_and_nothing_is_sent(
+    aws_env: Organisation, capsys: pytest.CaptureFixture[str], depth: Callable[[str], Any]
+) -> None:
+    """GIVEN --ramp without --max-concurrency WHEN publishing THEN exit 2, one line saying
+    why, nothing sent."""
+    code = publish_invalidation(
+        "--accounts", "111111111111", "--param", "paths=/x", "--ramp", "exponential"
+    )
+
+    err = capsys.readouterr().err
+    assert (code, len(err.splitlines())) == (2, 1)
+    assert "--ramp needs --max-concurrency" in err
+    assert depth(aws_env.queue_url) == (0, 0)
+
+
 def test_max_errors_that_is_neither_a_count_nor_a_percentage_is_a_usage_error(
     aws_env: Organisation, capsys: pytest.CaptureFixture[str], depth: Callable[[str], Any]
 ) -> None:

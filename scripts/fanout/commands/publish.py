@@ -72,6 +72,7 @@ examples:
       --param 'targets=[{"key":"tag:Role","values":["web"]}]'
   fanout publish ssm.send_command --accounts ... --canary --max-errors 10%
   fanout publish ssm.send_command --accounts ... --alarms web-5xx,web-latency
+  fanout publish ssm.send_command --ous ou-ab12-prod --max-concurrency 10% --ramp exponential
   fanout publish ssm.send_command --ous ou-ab12-prod1234 --include-child-ous \
       --account-tag env=prod --exclude-accounts 210000000003 --regions us-east-1,eu-west-1 \
       --param document_name=AWS-RunShellScript --param 'parameters={"commands":["uptime"]}' \
@@ -141,6 +142,18 @@ examples:
     help="stop fanning out once more targets than this (a count, or a percentage) failed",
 )
 @click.option(
+    "--max-concurrency",
+    type=MaxErrors(),
+    help="at most this many of the request's targets in flight at once, across every worker "
+    "instance (a count, or a percentage of its targets)",
+)
+@click.option(
+    "--ramp",
+    type=click.Choice(["exponential"]),
+    help="start targets in waves of 1, 2, 4, ... up to --max-concurrency, each once the one "
+    "before it ended (within --max-errors)",
+)
+@click.option(
     "--alarms",
     metavar="NAMES",
     help="comma-separated CloudWatch alarms (worker's account and region): one in ALARM stops "
@@ -188,6 +201,8 @@ def command(
     dry_run: bool,
     canary: bool,
     max_errors: int | str | None,
+    max_concurrency: int | str | None,
+    ramp: str | None,
     alarms: str | None,
     on_alarm_unreadable: str | None,
     force: bool,
@@ -202,8 +217,9 @@ def command(
 
     A --param value is JSON when it parses, else text; a repeated key makes a list. For a list
     parameter, a comma separates items (paths=/a,/b); to keep a comma inside an item, give a
-    JSON list: 'paths=["/a,b"]'. --dry-run, --canary and --max-errors set the envelope's
-    options. Prints the request id and the `fanout status` command that follows it.
+    JSON list: 'paths=["/a,b"]'. --dry-run, --canary, --max-errors, --max-concurrency,
+    --ramp and --alarms set the envelope's options. Prints the request id and the
+    `fanout status` command that follows it.
     """
     resolved_region = resolve_region(region, queue_url)
     progress = console.Progress("publish")
@@ -222,6 +238,8 @@ def command(
                 "dry_run": dry_run,
                 "canary": canary,
                 "max_errors": max_errors,
+                "max_concurrency": max_concurrency,
+                "ramp": ramp,
                 "alarms": split_list(alarms),
                 "on_alarm_unreadable": on_alarm_unreadable,
             },

@@ -97,7 +97,22 @@ def _summary_table(tasks: list[api.Task]) -> RenderableType:
             "\n".join(task.iam_actions),
             f"{task.rate.per_second:g}/s, burst {task.rate.burst},\n{scope}",
         )
-    return Group(table, Text(""), Text("fanout tasks TASK explains each parameter of TASK"))
+    return Group(
+        table,
+        Text(""),
+        Text("fanout tasks TASK explains each parameter of TASK"),
+        Text(REQUEST_OPTIONS),
+    )
+
+
+# What every task's request takes besides its parameters (``fanout publish --help`` says more).
+REQUEST_OPTIONS = (
+    "every task also takes, in `fanout publish`: targets by organisation (--ous, "
+    "--include-child-ous, --account-tag, --exclude-accounts, --regions, --params-by-account; "
+    "`fanout targets` shows what they expand to), rollout control (--max-concurrency, --ramp, "
+    "--canary, --max-errors) and stop conditions (--alarms, --on-alarm-unreadable); "
+    "see docs/targeting.md"
+)
 
 
 def _one_task(task: api.Task) -> RenderableType:
