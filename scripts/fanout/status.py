@@ -12,6 +12,7 @@ the operator's own credentials.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -164,6 +165,20 @@ class StatusReport:
         return bool(self.targets) or self.request is not None
 
     @property
+    def rollout(self) -> dict[str, Any] | None:
+        """Rollout control as the record shows it (``handler.rollout``), or None without it."""
+        record = self.request
+        if record is None or record.options.get("max_concurrency") is None:
+            return None
+        now = time.time()
+        return {
+            "max_concurrency": record.options["max_concurrency"],
+            "ramp": record.options.get("ramp"),
+            "in_flight": sum(until > now for until in record.leases.values()),
+            "started": len(record.started),
+        }
+
+    @property
     def finished(self) -> bool:
         """Every expected target ended (and, when refreshed, its work is final)."""
         return self.known and self.count(Outcome.PENDING) == 0
@@ -194,6 +209,7 @@ class StatusReport:
             "finished_at": record.finished_at if record else None,
             "notes": list(record.notes) if record else [],
             "results": record.results_uri if record else None,
+            "rollout": self.rollout,
             "targets": [t.as_dict() for t in self.targets] + [q.as_dict() for q in self.queued],
         }
 

@@ -327,9 +327,10 @@ class RequestLedger(Protocol):
         now: float,
     ) -> bool:
         """Take a lease on one of the request's ``cap`` slots for ``job_key`` until ``until``,
-        atomically: granted only while fewer than ``cap`` live leases are held (or this key
-        holds one), and - with ``started_limit`` - while fewer targets started than it allows
-        (or this one did). Leases expired before ``now`` are taken back first."""
+        atomically: granted only while fewer than ``cap`` live leases are held and this key
+        holds none (or holds this very one: same ``until``), and - with ``started_limit`` -
+        while fewer targets started than it allows (or this one did). Leases expired before
+        ``now`` are taken back first."""
         ...
 
     def release_slot(self, request_id: str, job_key: str, *, until: float) -> None:

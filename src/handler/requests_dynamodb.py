@@ -78,7 +78,9 @@ class DynamoDBRequests:
     ) -> bool:
         self._open_rollout(request_id, now)
         slot = f"lease.k{job_key}"  # short keys are hex: a valid name after the "k"
-        condition = f"(size(lease) < :cap OR attribute_exists({slot}))"
+        # A key's live lease is its holder's alone: a duplicate delivery of the same job (its
+        # own lease end) must not overwrite it, or its release would free a slot still in use.
+        condition = f"((size(lease) < :cap AND attribute_not_exists({slot})) OR {slot} = :until)"
         values: dict[str, Any] = {
             ":until": n(until),
             ":me": {"SS": [job_key]},

@@ -159,6 +159,8 @@ class InMemoryRequests:
             for key in [k for k, expiry in leases.items() if expiry < now]:
                 del leases[key]
             started = self._started.setdefault(request_id, set())
+            if job_key in leases and leases[job_key] != until:
+                return False  # another holder's live lease (a duplicate delivery)
             if job_key not in leases and len(leases) >= cap:
                 return False
             if (

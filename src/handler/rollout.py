@@ -14,6 +14,9 @@ The invariants the guarantee rests on:
    fewer than ``cap`` leases are held (``RequestLedger.acquire_slot``). DynamoDB evaluates the
    condition and the write atomically, so two instances never both take the last slot (the
    emulator serialises conditional writes as DynamoDB does: ``fanout.emulator.dynamodb``).
+   A key's live lease belongs to its holder alone: a duplicate delivery of the same job (which
+   the ledger will not let run twice) is refused the slot rather than overwriting the lease -
+   else its release would free a slot whose call is still in flight.
 2. **A lease ends with its call**: released after the call (success or not), and in any case it
    expires at the job's claim lock (``handler.ledger.lock_until``), after which a crashed holder's
    slot is taken back by the next acquirer. The claim lock outlives the invocation, so a lease

@@ -70,6 +70,18 @@ def test_no_more_than_cap_leases_are_held_and_a_holder_may_ask_again(
     assert set(record.leases) == {"aaaa", "bbbb"}
 
 
+def test_a_duplicate_delivery_of_a_held_job_is_refused_and_cannot_free_the_slot(
+    requests: RequestLedger,
+) -> None:
+    """GIVEN a lease held for job "aaaa" (cap 1) WHEN a duplicate delivery of the same job, with
+    its own lease end, asks and then gives its lease back THEN it was refused, and the first
+    holder's lease still stands (no other target can start beside its call)."""
+    assert acquire(requests, "aaaa", cap=1)
+    assert not requests.acquire_slot(RID, "aaaa", cap=1, started_limit=None, until=2000.0, now=10.0)
+    requests.release_slot(RID, "aaaa", until=2000.0)
+    assert not acquire(requests, "bbbb", cap=1)
+
+
 def test_a_released_slot_is_free_again_but_only_its_own_holder_releases_it(
     requests: RequestLedger,
 ) -> None:

@@ -251,6 +251,13 @@ def _summary(report: StatusReport) -> str:
     notes = report.request.notes if report.request else ()
     results = report.request.results_uri if report.request else None
     text += "".join(f"\nnote: {note}" for note in notes)
+    rollout = report.rollout
+    if rollout is not None:
+        ramp = ", ramping 1, 2, 4, ..." if rollout["ramp"] else ""
+        text += (
+            f"\nrollout: at most {rollout['max_concurrency']} in flight{ramp}; "
+            f"{rollout['in_flight']} in flight now, {rollout['started']} started"
+        )
     return text + (f"\nresults: {results}" if results else "")
 
 

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from fanout.emulator.proxy import Forwarded, Proxy, Request, Rule, where
+from fanout.status import ledger_for, read_status
 from tests.integration.faults.conftest import ACCOUNTS, Scenario
-from tests.integration.faults.harness import SSM_DOCUMENT, fake_instances, new_id
+from tests.integration.faults.harness import REGION, SSM_DOCUMENT, fake_instances, new_id
 from tests.integration.faults.test_scenarios import assert_promise
 
 pytestmark = pytest.mark.integration
@@ -78,10 +79,14 @@ def rollout_bodies(request_id: str, options: dict[str, Any]) -> list[str]:
     ]
 
 
-def run_three_pollers(scenario: Scenario, faults: Proxy, options: dict[str, Any]) -> InFlight:
+def run_three_pollers(
+    scenario: Scenario, faults: Proxy, options: dict[str, Any], request_id: str
+) -> InFlight:
     gauge = InFlight()
     faults.add(gauge.rule("SendCommand"))
-    scenario.workload.publish(rollout_bodies(new_id("rollout"), options))
+    # Every message twice (a publisher's retry): duplicate deliveries of one job meet at the
+    # gate, and must not free a slot whose call is still in flight.
+    scenario.workload.publish(rollout_bodies(request_id, options), copies=2)
     others = [scenario.spawn(wait_until_polling=True, time_limit_s=150) for _ in range(2)]
     scenario.poll(batch_size=2, time_limit_s=150)
     for other in others:
@@ -92,12 +97,15 @@ def run_three_pollers(scenario: Scenario, faults: Proxy, options: dict[str, Any]
 def test_max_concurrency_caps_a_requests_calls_in_flight_across_pollers(
     scenario: Scenario, faults: Proxy
 ) -> None:
-    """GIVEN a request of 20 targets with max_concurrency 4, in 5 messages, and three workers
+    """GIVEN a request of 20 targets with max_concurrency 4, in 5 messages each sent twice, and
+    three workers
     (two other processes and this one) polling the queue at once
     WHEN they drain it, each SendCommand held 0.5 s at the emulator's door
     THEN never more than 4 SendCommands were in flight at once, every target ran exactly once
-    (0 lost, 0 duplicated), and the workers did run side by side."""
-    gauge = run_three_pollers(scenario, faults, {"max_concurrency": 4})
+    (0 lost, 0 duplicated), and the workers did run side by side; `fanout status` shows the
+    rollout: no slot held any more, 20 targets started."""
+    request_id = new_id("rollout")
+    gauge = run_three_pollers(scenario, faults, {"max_concurrency": 4}, request_id)
     figures = scenario.verify("rollout: max_concurrency 4, three pollers")
 
     assert_promise(figures)
@@ -105,6 +113,9 @@ def test_max_concurrency_caps_a_requests_calls_in_flight_across_pollers(
     assert gauge.peak <= 4, f"{gauge.peak} SendCommands in flight at once (max_concurrency 4)"
     assert gauge.peak >= 2, "the calls never overlapped: the test measured nothing"
     assert gauge.calls == TARGETS
+    report = read_status(ledger_for(scenario.org.ledger_table or "", region=REGION), request_id)
+    assert report.state == "succeeded"
+    assert report.rollout == {"max_concurrency": 4, "ramp": None, "in_flight": 0, "started": 20}
 
 
 def test_an_exponential_ramp_starts_one_target_then_two_then_the_cap(
