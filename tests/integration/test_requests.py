@@ -331,3 +331,42 @@ def test_re_publishing_a_request_id_is_refused_then_noted(
 
     [note] = report["notes"]
     assert "nothing ran again" in note
+
+
+def test_update_replaces_max_concurrency_and_refuses_a_zero_cap_with_one_line(
+    aws_env: Organisation, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GIVEN a running request's record WHEN `fanout update --max-concurrency 5` (and later 0)
+    THEN the record's options say 5, which the worker's view of the request reads; 0 is refused
+    with exit 2 and one line, and the record keeps 5."""
+    from fanout.status import ledger_for  # noqa: PLC0415
+    from handler.envelope import parse_message  # noqa: PLC0415
+    from handler.requests import RequestOpen, RequestView  # noqa: PLC0415
+
+    request_id = new_request_id("update")
+    source = ledger_for(aws_env.ledger_table or "", region=aws_env.region)
+    opening = RequestOpen(request_id, "ssm.send_command", 10, {"max_concurrency": 2}, "AIDAOPS")
+    source.requests.count_ended(opening, {})
+
+    code, out, _ = cli(capsys, "update", request_id, "--max-concurrency", "5")
+    assert code == 0
+    assert "max_concurrency = 5" in out
+    record = source.requests.requests([request_id])[request_id]
+    body = json.dumps(
+        {
+            "version": 1,
+            "task": "ssm.send_command",
+            "request_id": request_id,
+            "request": {"targets": 10, "part": 1, "parts": 10},
+            "targets": [{"account": THIRD, "params": {"instance_ids": [instance()]}}],
+            "params": {"document_name": "AWS-RunShellScript"},
+            "options": {"max_concurrency": 2},
+        }
+    )
+    envelope = parse_message(body, message_id="m-1", default_region=aws_env.region)
+    assert RequestView(record, envelope).max_concurrency == 5
+
+    code, _, err = cli(capsys, "update", request_id, "--max-concurrency", "0")
+    assert (code, len(err.splitlines())) == (2, 1)
+    assert "--max-concurrency is a count (1 or more)" in err
+    assert source.requests.requests([request_id])[request_id].options["max_concurrency"] == 5
