@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from handler.api import (
     JobRecord,
     JobState,
+    Options,
     Progress,
     RemoteStatus,
     RequestRecord,
@@ -171,8 +172,11 @@ class StatusReport:
         if record is None or record.options.get("max_concurrency") is None:
             return None
         now = time.time()
+        given = record.options["max_concurrency"]
+        cap = Options(max_concurrency=given).max_concurrency_for(self.expected)
         return {
-            "max_concurrency": record.options["max_concurrency"],
+            "max_concurrency": given,
+            "cap": cap,
             "ramp": record.options.get("ramp"),
             "in_flight": sum(until > now for until in record.leases.values()),
             "started": len(record.started),

@@ -13,6 +13,7 @@ Messages (the queue's contract)
     ``ACCOUNT_ID_RE``                 what an account id is
     ``DEAD_LETTER_ATTRIBUTE_PREFIX``  prefix of the attributes the worker writes on dead letters
     ``REDRIVEN_ATTRIBUTE``, ``LETTER_ID_ATTRIBUTE``  what redrive marks / reads
+    ``Options``, ``MAX_CONCURRENCY``  a request's options (e.g. the cap a percentage resolves to)
 
 Targets by organisation
     ``Selection``, ``Directory``, ``plan_selection``, ``plan_targets``, ``Planned``: what a
@@ -54,6 +55,7 @@ from handler.contract import (
 from handler.contract import (
     BODY_BUDGET_BYTES,
     LETTER_ID_ATTRIBUTE,
+    MAX_CONCURRENCY,
     PUBLISH_TARGETS_PER_MESSAGE,
     REDRIVEN_ATTRIBUTE,
     SQS_BATCH,
@@ -61,7 +63,7 @@ from handler.contract import (
     is_legacy,
     split_bodies,
 )
-from handler.envelope import Envelope, job_key, parse_message
+from handler.envelope import Envelope, Options, job_key, parse_message
 from handler.exceptions import ConfigurationError, PermanentError
 from handler.expansion import Planned, plan_selection, plan_targets
 from handler.ledger import JobRecord, JobState, Ledger
@@ -87,6 +89,7 @@ __all__ = [
     "DEAD_LETTER_ATTRIBUTE_PREFIX",
     "DEFAULT_TARGET_ROLE_NAME",
     "LETTER_ID_ATTRIBUTE",
+    "MAX_CONCURRENCY",
     "PUBLISH_TARGETS_PER_MESSAGE",
     "REDRIVEN_ATTRIBUTE",
     "SQS_BATCH",
@@ -98,6 +101,7 @@ __all__ = [
     "JobRecord",
     "JobState",
     "OperatorSettings",
+    "Options",
     "PermanentError",
     "Planned",
     "Progress",

@@ -251,6 +251,25 @@ def test_a_ramp_without_max_concurrency_is_refused_and_nothing_is_sent(
     assert depth(aws_env.queue_url) == (0, 0)
 
 
+@pytest.mark.parametrize("given", ["0", "0%", "1001", "150%"])
+def test_a_max_concurrency_that_admits_nothing_or_too_much_is_a_usage_error(
+    aws_env: Organisation,
+    capsys: pytest.CaptureFixture[str],
+    depth: Callable[[str], Any],
+    given: str,
+) -> None:
+    """GIVEN --max-concurrency 0, 0%, 1001 or 150% WHEN publishing THEN exit 2 and one line
+    saying what is allowed; nothing sent."""
+    code = publish_invalidation(
+        "--accounts", "111111111111", "--param", "paths=/x", "--max-concurrency", given
+    )
+
+    err = capsys.readouterr().err
+    assert (code, len(err.splitlines())) == (2, 1)
+    assert "nor a percentage of the request's targets (1%-100%)" in err
+    assert depth(aws_env.queue_url) == (0, 0)
+
+
 def test_max_errors_that_is_neither_a_count_nor_a_percentage_is_a_usage_error(
     aws_env: Organisation, capsys: pytest.CaptureFixture[str], depth: Callable[[str], Any]
 ) -> None:

@@ -37,6 +37,7 @@ from fanout.publish import (
     validate_bodies,
 )
 from handler import api
+from handler.api import MAX_CONCURRENCY
 
 # Publishes of more messages than this draw a progress bar (on a terminal).
 PROGRESS_MIN_MESSAGES: Final = 50
@@ -57,6 +58,27 @@ class MaxErrors(click.ParamType[int | str]):
         if not _PERCENT_RE.match(text):
             self.fail(
                 f"{value!r} is neither a count (0, 1, ...) nor a percentage (0%-100%)", param, ctx
+            )
+        return text
+
+
+class ConcurrencyCap(click.ParamType[int | str]):
+    """Targets in flight at once: a count (1 to MAX_CONCURRENCY) or a percentage (1%-100%)."""
+
+    name = "N|P%"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int | str:
+        text = str(value).strip()
+        if text.isdigit() and 1 <= int(text) <= MAX_CONCURRENCY:
+            return int(text)
+        if not _PERCENT_RE.match(text) or text == "0%":
+            self.fail(
+                f"{value!r} is neither a count (1 to {MAX_CONCURRENCY:,}) nor a percentage of "
+                "the request's targets (1%-100%)",
+                param,
+                ctx,
             )
         return text
 
@@ -143,9 +165,10 @@ examples:
 )
 @click.option(
     "--max-concurrency",
-    type=MaxErrors(),
+    type=ConcurrencyCap(),
     help="at most this many of the request's targets in flight at once, across every worker "
-    "instance (a count, or a percentage of its targets)",
+    "instance: a count (1-1,000), or a percentage of its targets (rounded up, at least 1). "
+    "Not SSM's own max_concurrency parameter, which --param sets per command",
 )
 @click.option(
     "--ramp",

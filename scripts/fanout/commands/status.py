@@ -253,9 +253,11 @@ def _summary(report: StatusReport) -> str:
     text += "".join(f"\nnote: {note}" for note in notes)
     rollout = report.rollout
     if rollout is not None:
-        ramp = ", ramping 1, 2, 4, ..." if rollout["ramp"] else ""
+        cap, given = rollout["cap"], rollout["max_concurrency"]
+        shown = f"{given} ({cap})" if isinstance(given, str) else str(cap)
+        ramp = ", ramping up to it in waves from 1 (doubling)" if rollout["ramp"] else ""
         text += (
-            f"\nrollout: at most {rollout['max_concurrency']} in flight{ramp}; "
+            f"\nrollout: at most {shown} in flight{ramp}; "
             f"{rollout['in_flight']} in flight now, {rollout['started']} started"
         )
     return text + (f"\nresults: {results}" if results else "")

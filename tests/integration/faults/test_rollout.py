@@ -115,7 +115,13 @@ def test_max_concurrency_caps_a_requests_calls_in_flight_across_pollers(
     assert gauge.calls == TARGETS
     report = read_status(ledger_for(scenario.org.ledger_table or "", region=REGION), request_id)
     assert report.state == "succeeded"
-    assert report.rollout == {"max_concurrency": 4, "ramp": None, "in_flight": 0, "started": 20}
+    assert report.rollout == {
+        "max_concurrency": 4,
+        "cap": 4,
+        "ramp": None,
+        "in_flight": 0,
+        "started": 20,
+    }
 
 
 def test_an_exponential_ramp_starts_one_target_then_two_then_the_cap(
