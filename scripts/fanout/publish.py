@@ -12,6 +12,7 @@ import contextlib
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -178,11 +179,14 @@ def build_bodies(
     max_errors: int | str | None = None,
     max_concurrency: int | str | None = None,
     ramp: str | None = None,
+    region_order: Sequence[str] = (),
     alarms: Sequence[str] = (),
     on_alarm_unreadable: str | None = None,
     max_targets: int = MAX_TARGETS_PER_MESSAGE,
+    default_region: str = "us-east-1",
 ) -> list[str]:
-    """v1 bodies for ``task`` on every account x region, ``max_targets`` per message.
+    """v1 bodies for ``task`` on every account x region, ``max_targets`` per message
+    (``default_region``: the worker's, for targets without a region).
 
     ``dry_run``, ``canary`` and ``max_errors`` become the envelope's ``options``.
     """
@@ -221,12 +225,13 @@ def build_bodies(
         max_errors=max_errors,
         max_concurrency=max_concurrency,
         ramp=ramp,
+        region_order=region_order,
         alarms=alarms,
         on_alarm_unreadable=on_alarm_unreadable,
     )
     if options:
         document["options"] = options
-    return _split_document(document, max_targets)
+    return _split_document(document, max_targets, default_region)
 
 
 def build_selection_body(
@@ -247,6 +252,7 @@ def build_selection_body(
     max_errors: int | str | None = None,
     max_concurrency: int | str | None = None,
     ramp: str | None = None,
+    region_order: Sequence[str] = (),
     alarms: Sequence[str] = (),
     on_alarm_unreadable: str | None = None,
 ) -> str:
@@ -293,6 +299,7 @@ def build_selection_body(
         max_errors=max_errors,
         max_concurrency=max_concurrency,
         ramp=ramp,
+        region_order=region_order,
         alarms=alarms,
         on_alarm_unreadable=on_alarm_unreadable,
     )
@@ -334,6 +341,7 @@ def _options(
     max_errors: int | str | None,
     max_concurrency: int | str | None = None,
     ramp: str | None = None,
+    region_order: Sequence[str] = (),
     alarms: Sequence[str] = (),
     on_alarm_unreadable: str | None = None,
 ) -> dict[str, Any]:
@@ -357,6 +365,8 @@ def _options(
         options["max_concurrency"] = max_concurrency
     if ramp:
         options["ramp"] = ramp
+    if region_order:
+        options["region_order"] = list(region_order)
     return options
 
 
@@ -382,6 +392,7 @@ def bodies_from_document(
     max_errors: int | str | None = None,
     max_concurrency: int | str | None = None,
     ramp: str | None = None,
+    region_order: Sequence[str] = (),
     alarms: Sequence[str] = (),
     on_alarm_unreadable: str | None = None,
     max_targets: int = MAX_TARGETS_PER_MESSAGE,
@@ -406,6 +417,7 @@ def bodies_from_document(
         max_errors=max_errors,
         max_concurrency=max_concurrency,
         ramp=ramp,
+        region_order=region_order,
         alarms=alarms,
         on_alarm_unreadable=on_alarm_unreadable,
     )
@@ -415,13 +427,13 @@ def bodies_from_document(
                 "--request-id, --dry-run, --canary and --max-errors need a v1 body, "
                 "not a legacy one"
             )
-        return _split_document(document, max_targets)
+        return _split_document(document, max_targets, default_region)
     if request_id:
         document["request_id"] = request_id
     document.setdefault("request_id", new_request_id())
     if options:
         document["options"] = {**document.get("options", {}), **options}
-    return _split_document(document, max_targets)
+    return _split_document(document, max_targets, default_region)
 
 
 def _json_object(text: str) -> Mapping[str, Any]:
@@ -432,10 +444,13 @@ def _json_object(text: str) -> Mapping[str, Any]:
     return document if isinstance(document, dict) else {}
 
 
-def _split_document(document: Mapping[str, Any], max_targets: int) -> list[str]:
+def _split_document(
+    document: Mapping[str, Any], max_targets: int, default_region: str
+) -> list[str]:
     """The document in messages of at most ``max_targets`` targets. A v1 request split this way
-    says so in every part (``request``: its total target count, and which part this is), so the
-    worker knows the whole expected set from whichever part it sees first."""
+    says so in every part (``request``: its total target count - and, rolled region by region,
+    its targets per region - and which part this is), so the worker knows the whole expected
+    set from whichever part it sees first."""
     if max_targets < 1:
         raise PublishError(f"--max-targets must be at least 1, got {max_targets}")
     if "select" in document:
@@ -463,7 +478,11 @@ def _split_document(document: Mapping[str, Any], max_targets: int) -> list[str]:
         return [json.dumps(dict(document), separators=(",", ":"))]
     bodies = []
     for n, chunk in enumerate(chunks, start=1):
-        block = {"targets": len(targets), "part": n, "parts": len(chunks)}
+        block: dict[str, Any] = {"targets": len(targets), "part": n, "parts": len(chunks)}
+        if options.get("region_order"):
+            block["regions"] = dict(
+                sorted(Counter(t.get("region", default_region) for t in targets).items())
+            )
         part = {**head, "request": block, "targets": targets[chunk.start : chunk.stop]}
         bodies.append(json.dumps(part, separators=(",", ":")))
     return bodies

@@ -183,6 +183,33 @@ class StatusReport:
         }
 
     @property
+    def regions(self) -> list[dict[str, Any]] | None:
+        """A request rolled region by region: each region in the order it goes (those
+        ``region_order`` does not list last), its targets, how many ended, and whether it
+        ended, runs now, or waits for the ones before it. None without region_order."""
+        record = self.request
+        order = record.options.get("region_order") if record else None
+        if record is None or not order:
+            return None
+        options = Options(region_order=tuple(order))
+        regions = sorted(record.region_targets, key=lambda r: (options.stage_of(r), r))
+        rows: list[dict[str, Any]] = []
+        blocked_from: int | None = None  # the first stage not ended: later stages wait
+        for region in regions:
+            targets = record.region_targets[region]
+            ended = len(record.region_ended.get(region, ()))
+            stage = options.stage_of(region)
+            if blocked_from is not None and stage > blocked_from:
+                state = "waiting"
+            elif ended >= targets:
+                state = "ended"
+            else:
+                state = "running"
+                blocked_from = stage if blocked_from is None else blocked_from
+            rows.append({"region": region, "targets": targets, "ended": ended, "state": state})
+        return rows
+
+    @property
     def finished(self) -> bool:
         """Every expected target ended (and, when refreshed, its work is final)."""
         return self.known and self.count(Outcome.PENDING) == 0
@@ -214,6 +241,7 @@ class StatusReport:
             "notes": list(record.notes) if record else [],
             "results": record.results_uri if record else None,
             "rollout": self.rollout,
+            "regions": self.regions,
             "targets": [t.as_dict() for t in self.targets] + [q.as_dict() for q in self.queued],
         }
 

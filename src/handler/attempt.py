@@ -170,7 +170,11 @@ class Attempts:
                 continue
             view = scope.views.get(claim.job.request_id)
             if view is not None and state in (JobState.SUCCEEDED, JobState.FAILING):
-                view.ended(claim.job.key, JobState.SUCCEEDED if task_result else JobState.FAILED)
+                view.ended(
+                    claim.job.key,
+                    JobState.SUCCEEDED if task_result else JobState.FAILED,
+                    region=claim.job.region,
+                )
             letter = claim if state is JobState.FAILING else None
             outcomes.append(
                 JobOutcome(claim.job, result, task_result, error=error, letter_claim=letter)

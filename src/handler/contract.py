@@ -9,7 +9,11 @@ Envelope v1 (DESIGN.md), with the additions the README's design notes list::
      "params": {...},
      "options": {"dry_run": false, "canary": true | {"account": "...", "region": "..."},
                  "max_errors": 3 | "10%", "alarms": ["..."], "on_alarm_unreadable": "stop",
-                 "max_concurrency": 4 | "10%", "ramp": "exponential"}}
+                 "max_concurrency": 4 | "10%", "ramp": "exponential",
+                 "region_order": ["us-east-1", "eu-west-1"]}}
+
+(a request split across messages that rolls region by region also says, in every part, how many
+of its targets each region has: ``"request": {..., "regions": {"us-east-1": 40, ...}}``)
 
 or, instead of or besides ``targets``, a selection the worker expands through AWS
 Organizations into chunk messages on the work queue (``handler.expansion``)::
@@ -42,6 +46,7 @@ __all__ = [
     "LEGACY_TASK",
     "LETTER_ID_ATTRIBUTE",
     "MAX_CONCURRENCY",
+    "MAX_REGIONS",
     "MAX_SELECT_ITEMS",
     "MAX_TARGETS_PER_MESSAGE",
     "OU_ID_PATTERN",
@@ -76,6 +81,7 @@ MAX_REQUEST_ID: Final = 128
 MAX_ALARMS: Final = 10
 # In-flight leases of one request live in one item (``handler.rollout``): a bound keeps it small.
 MAX_CONCURRENCY: Final = 1000
+MAX_REGIONS: Final = 50  # more than AWS has: a longer list is a mistake
 
 # --- message attributes -----------------------------------------------------------------------
 ATTRIBUTE_PREFIX: Final = "fanout."
@@ -163,6 +169,13 @@ V1_SCHEMA: Final[Mapping[str, Any]] = {
                 "targets": {"type": "integer", "minimum": 1},
                 "part": {"type": "integer", "minimum": 1},
                 "parts": {"type": "integer", "minimum": 1},
+                # Targets per region over the whole request (with options.region_order).
+                "regions": {
+                    "type": "object",
+                    "maxProperties": MAX_REGIONS,
+                    "propertyNames": {"pattern": REGION_PATTERN},
+                    "additionalProperties": {"type": "integer", "minimum": 0},
+                },
             },
         },
         "targets": {
@@ -212,6 +225,15 @@ V1_SCHEMA: Final[Mapping[str, Any]] = {
                     ]
                 },
                 "ramp": {"enum": ["exponential"]},
+                # Region by region: a region's targets start once every target of the regions
+                # before it ended (targets in regions not listed run last, together).
+                "region_order": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_REGIONS,
+                    "uniqueItems": True,
+                    "items": {"type": "string", "pattern": REGION_PATTERN},
+                },
             },
         },
     },

@@ -22,7 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -72,6 +73,8 @@ class Options:
     # Targets in flight at once across every instance: a count, or a percentage ("10%").
     max_concurrency: int | str | None = None
     ramp: str | None = None  # "exponential": waves of 1, 2, 4, ... up to max_concurrency
+    # Region by region: a region's targets start once every target of those before it ended.
+    region_order: tuple[str, ...] = ()
 
     def max_errors_for(self, targets: int) -> int | None:
         if isinstance(self.max_errors, str):
@@ -97,6 +100,8 @@ class Options:
             raw["max_concurrency"] = self.max_concurrency
         if self.ramp:
             raw["ramp"] = self.ramp
+        if self.region_order:
+            raw["region_order"] = list(self.region_order)
         return {k: v for k, v in raw.items() if v not in (None, False)}
 
     @classmethod
@@ -115,7 +120,14 @@ class Options:
             on_alarm_unreadable=str(raw.get("on_alarm_unreadable", "stop")),
             max_concurrency=raw.get("max_concurrency"),
             ramp=raw.get("ramp"),
+            region_order=tuple(raw.get("region_order", ())),
         )
+
+    def stage_of(self, region: str) -> int:
+        """The region's place in ``region_order`` (0 first); regions it does not list come
+        last, together."""
+        order = self.region_order
+        return order.index(region) if region in order else len(order)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +141,8 @@ class RequestInfo:
     part: int | None = None
     parts: int | None = None
     legacy: bool = False
+    # Targets per region over the whole request (stated with options.region_order).
+    region_targets: Mapping[str, int] | None = None
 
     @property
     def whole(self) -> bool:
@@ -142,6 +156,8 @@ class RequestInfo:
             block["part"] = self.part
         if self.parts is not None:
             block["parts"] = self.parts
+        if self.region_targets is not None:
+            block["regions"] = dict(self.region_targets)
         return block
 
 
@@ -266,6 +282,7 @@ def _from_v1(document: dict[str, Any], *, message_id: str, default_region: str) 
         expected_targets=block["targets"] if block else 0,
         part=part,
         parts=parts,
+        region_targets=block.get("regions") if block else None,
     )
     return _envelope(request, message_id, targets)
 
@@ -362,6 +379,8 @@ def _envelope(
             f"body.request.targets is {request.expected_targets}, but this part alone has "
             f"{len(jobs)} targets"
         )
+    if request.options.region_order:
+        request = replace(request, region_targets=_region_targets(request, jobs.values()))
     return Envelope(
         request=request,
         jobs=tuple(jobs.values()),
@@ -369,6 +388,33 @@ def _envelope(
         canary_key=canary_key,
         accounts=frozenset(accounts),
     )
+
+
+def _region_targets(request: RequestInfo, jobs: Iterable[Job]) -> dict[str, int]:
+    """Targets per region over the whole request, for a request rolled region by region: as
+    the request block states them, or counted here when this message is the whole request."""
+    here = Counter(job.region for job in jobs)
+    stated = request.region_targets
+    if stated is None:
+        if request.whole and request.expected_targets == sum(here.values()):
+            return dict(sorted(here.items()))
+        raise BadMessageError(
+            "body.options.region_order in a request split across messages needs "
+            "body.request.regions (its targets per region) so every part knows when a region "
+            "is done"
+        )
+    if sum(stated.values()) != request.expected_targets:
+        raise BadMessageError(
+            f"body.request.regions counts {sum(stated.values())} targets, but "
+            f"body.request.targets is {request.expected_targets}"
+        )
+    for region, count in sorted(here.items()):
+        if count > stated.get(region, 0):
+            raise BadMessageError(
+                f"body.request.regions says {stated.get(region, 0)} targets in {region}, but "
+                f"this part alone has {count}"
+            )
+    return dict(stated)
 
 
 def _other_accounts(task: Task, params: Mapping[str, Any]) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ Invariants (what "a redelivered expansion enqueues nothing twice" rests on):
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -214,10 +215,15 @@ class Expander:
             head["params"] = shared
         bodies = []
         allowed_parts = len(groups) - len(refused)
+        block: dict[str, Any] = {"targets": len(targets)}
+        if envelope.options.region_order:
+            # Every part says how many targets each region has, so any of them knows when a
+            # region is done (``handler.rollout``).
+            block["regions"] = dict(sorted(Counter(t[1] for t in targets).items()))
         for part, group in enumerate(groups, start=1):
             body = {
                 **head,
-                "request": {"targets": len(targets), "part": part, "parts": len(groups)},
+                "request": {**block, "part": part, "parts": len(groups)},
                 "targets": [_target_json(t, shared) for t in group],
                 **({"options": options} if options else {}),
             }

@@ -69,6 +69,7 @@ class RequestOpen:
     options: Mapping[str, Any]
     publisher: str
     canary_key: str | None = None
+    region_targets: Mapping[str, int] | None = None  # with options.region_order
 
     @classmethod
     def of(cls, envelope: Envelope, publisher: str) -> RequestOpen:
@@ -79,6 +80,7 @@ class RequestOpen:
             options=envelope.options.as_json(),
             publisher=publisher,
             canary_key=short_key(envelope.canary_key) if envelope.canary_key else None,
+            region_targets=envelope.request.region_targets,
         )
 
 
@@ -103,6 +105,9 @@ class RequestRecord:
     # Rollout control (``handler.rollout``): leases held (short key -> until), targets started.
     leases: Mapping[str, float] = field(default_factory=dict)
     started: frozenset[str] = frozenset()
+    # Rolled region by region: targets per region, and the keys that ended in each.
+    region_targets: Mapping[str, int] = field(default_factory=dict)
+    region_ended: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def count(self, state: JobState) -> int:
         return len(self.ended.get(state, frozenset()))
@@ -182,6 +187,13 @@ class RequestView:
         self._started_ended = (
             len(record.started & frozenset[str]().union(*record.ended.values())) if record else 0
         )
+        # Rolled region by region: targets per region, and the keys ended in each so far.
+        self._region_targets: Mapping[str, int] = (
+            envelope.request.region_targets or (record.region_targets if record else {}) or {}
+        )
+        self._region_ended: dict[str, set[str]] = {
+            region: set(keys) for region, keys in (record.region_ended if record else {}).items()
+        }
         self._lock = threading.Lock()
 
     @property
@@ -204,6 +216,32 @@ class RequestView:
     def started_ended(self) -> int:
         """Targets that started under rollout control and ended (as the record was read)."""
         return self._started_ended
+
+    @property
+    def region_order(self) -> tuple[str, ...]:
+        return self._options.region_order
+
+    def stage_sizes(self) -> list[int]:
+        """Targets per stage of a request rolled region by region (regions in order, then the
+        rest together); one stage of every target otherwise."""
+        if not self.region_order:
+            return [self._expected]
+        sizes = [0] * (len(self.region_order) + 1)
+        for region, count in self._region_targets.items():
+            sizes[self._options.stage_of(region)] += count
+        return [size for size in sizes if size]
+
+    def region_pending(self, region: str) -> tuple[str, int, int] | None:
+        """The first region before ``region`` in ``region_order`` whose targets have not all
+        ended - (region, ended, targets) - or None when the job's region may start."""
+        stage = self._options.stage_of(region)
+        with self._lock:
+            for before in self.region_order[:stage]:
+                targets = self._region_targets.get(before, 0)
+                ended = len(self._region_ended.get(before, ()))
+                if ended < targets:
+                    return before, ended, targets
+        return None
 
     @property
     def cancelled(self) -> bool:
@@ -244,9 +282,11 @@ class RequestView:
                 f"waiting for canary target {self._canary.account}/{self._canary.region} to succeed"
             )
 
-    def ended(self, job_key: str, state: JobState) -> None:
+    def ended(self, job_key: str, state: JobState, region: str | None = None) -> None:
         """A job of this request ended in this batch (or its letter is being written)."""
         with self._lock:
+            if region is not None:
+                self._region_ended.setdefault(region, set()).add(short_key(job_key))
             if state is JobState.FAILED:
                 self._failed += 1
             if self.is_canary(job_key):
@@ -266,9 +306,16 @@ class RequestLedger(Protocol):
         """The records of those requests that have one (consistent reads)."""
         ...
 
-    def count_ended(self, opening: RequestOpen, endings: Mapping[str, JobState]) -> RequestRecord:
+    def count_ended(
+        self,
+        opening: RequestOpen,
+        endings: Mapping[str, JobState],
+        regions: Mapping[str, str] | None = None,
+    ) -> RequestRecord:
         """Open the record if it is new, and count each job key's final state (idempotent: a
-        key is in exactly one state's set). Returns the record as written."""
+        key is in exactly one state's set) - and, for a request rolled region by region, add
+        each key to its region's ended set (``regions``: job key -> region). Returns the
+        record as written."""
         ...
 
     def finish_request(self, request_id: str) -> RequestRecord | None:

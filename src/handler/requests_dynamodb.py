@@ -39,6 +39,8 @@ PART_SK: Final = "#part#"
 # end) and ``started`` (a string set of short job keys). Apart from the request record, so the
 # record's size does not grow with leases and a lease write does not contend with counting.
 ROLLOUT_SK: Final = "#rollout"
+# Rolled region by region (``options.region_order``): the keys that ended in each region.
+REGION_ENDED: Final = "ended_in_"
 _KNOWN_ROLLOUTS: Final = 1024  # rollout items this process knows exist (then forgotten)
 _OVERRIDE: Final = "override_"
 
@@ -147,9 +149,14 @@ class DynamoDBRequests:
         )
         return True
 
-    def count_ended(self, opening: RequestOpen, endings: Mapping[str, JobState]) -> RequestRecord:
+    def count_ended(
+        self,
+        opening: RequestOpen,
+        endings: Mapping[str, JobState],
+        regions: Mapping[str, str] | None = None,
+    ) -> RequestRecord:
         now = self._clock()
-        first, later = counting_updates(opening, endings, now)
+        first, later = counting_updates(opening, endings, now, regions or {})
         item = self._update(opening.request_id, *first)
         for expression, values in later:
             item = self._update(opening.request_id, expression, values)
@@ -322,6 +329,9 @@ def opening_sets(opening: RequestOpen, now: float) -> tuple[list[str], dict[str,
     if opening.canary_key:
         sets.append("canary_key = if_not_exists(canary_key, :canary)")
         values[":canary"] = s(opening.canary_key)
+    if opening.region_targets:
+        sets.append("region_targets = if_not_exists(region_targets, :regions)")
+        values[":regions"] = s(json.dumps(dict(opening.region_targets), sort_keys=True))
     return sets, values
 
 
@@ -329,18 +339,28 @@ Update = tuple[str, dict[str, Any]]
 
 
 def counting_updates(
-    opening: RequestOpen, endings: Mapping[str, JobState], now: float
+    opening: RequestOpen,
+    endings: Mapping[str, JobState],
+    now: float,
+    regions: Mapping[str, str] | None = None,
 ) -> tuple[Update, list[Update]]:
     """The updates that count ``endings``: ADD each key to its state's set and DELETE it from
     the others'. An attribute can be named once per update, so keys leaving a set this update
     also adds to are removed by a later update (the union of the sets never counts a key twice
-    in between)."""
+    in between). With ``regions`` (job key -> region), each key is also ADDed to its region's
+    ended set, which only grows (a key moving between states stays ended)."""
     sets, values = opening_sets(opening, now)
     by_state: dict[JobState, set[str]] = {}
+    by_region: dict[str, set[str]] = {}
     for key, state in endings.items():
         by_state.setdefault(state, set()).add(short_key(key))
+        if regions and key in regions:
+            by_region.setdefault(regions[key], set()).add(short_key(key))
     adds = [f"ended_{state} :add_{state}" for state in by_state]
     values.update({f":add_{state}": {"SS": sorted(keys)} for state, keys in by_state.items()})
+    for n_region, (region, keys) in enumerate(sorted(by_region.items())):
+        adds.append(f"{region_attribute(region)} :in_{n_region}")
+        values[f":in_{n_region}"] = {"SS": sorted(keys)}
     deletes: list[str] = []
     later: list[Update] = []
     for other in COUNTED_STATES:
@@ -363,6 +383,12 @@ def counting_updates(
     if deletes:
         expression += " DELETE " + ", ".join(deletes)
     return (expression, values), later
+
+
+def region_attribute(region: str) -> str:
+    """The attribute holding the keys that ended in ``region`` (a region name's hyphens are
+    underscores: a name an expression may use as it is)."""
+    return REGION_ENDED + region.replace("-", "_")
 
 
 def request_from_item(item: Item, rollout: Item | None = None) -> RequestRecord:
@@ -403,4 +429,10 @@ def request_from_item(item: Item, rollout: Item | None = None) -> RequestRecord:
             for name, value in (rollout or {}).get("lease", {}).get("M", {}).items()
         },
         started=frozenset((rollout or {}).get("started", {}).get("SS", ())),
+        region_targets=json.loads(text("region_targets") or "{}"),
+        region_ended={
+            name[len(REGION_ENDED) :].replace("_", "-"): frozenset(value["SS"])
+            for name, value in item.items()
+            if name.startswith(REGION_ENDED)
+        },
     )

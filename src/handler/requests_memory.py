@@ -54,20 +54,31 @@ class InMemoryRequests:
             publisher=record.publisher or opening.publisher,
             created_at=record.created_at or now,
             canary_key=record.canary_key or opening.canary_key,
+            region_targets=record.region_targets or dict(opening.region_targets or {}),
             updated_at=now,
         )
 
-    def count_ended(self, opening: RequestOpen, endings: Mapping[str, JobState]) -> RequestRecord:
+    def count_ended(
+        self,
+        opening: RequestOpen,
+        endings: Mapping[str, JobState],
+        regions: Mapping[str, str] | None = None,
+    ) -> RequestRecord:
         now = self._clock()
         with self._lock:
             record = self._opened(opening, now)
             sets = {state: set(record.ended.get(state, frozenset())) for state in COUNTED_STATES}
+            in_region = {r: set(keys) for r, keys in record.region_ended.items()}
             for key, state in endings.items():
                 for keys in sets.values():
                     keys.discard(short_key(key))
                 sets[state].add(short_key(key))
+                if regions and key in regions:
+                    in_region.setdefault(regions[key], set()).add(short_key(key))
             record = replace(
-                record, ended={state: frozenset(keys) for state, keys in sets.items() if keys}
+                record,
+                ended={state: frozenset(keys) for state, keys in sets.items() if keys},
+                region_ended={r: frozenset(keys) for r, keys in in_region.items()},
             )
             self._records[opening.request_id] = record
             return record

@@ -1,5 +1,5 @@
 """Rollout control: how many targets of one request may be in flight at once, across every
-instance, and how a request ramps up to that.
+instance, how a request ramps up to that, and the order its regions go in.
 
 ``options.max_concurrency`` (a count, or a percentage of the request's targets) caps the
 request's targets in flight; ``options.ramp: exponential`` starts them in waves of 1, 2, 4, ...
@@ -26,6 +26,14 @@ The invariants the guarantee rests on:
    the wave is decided from targets that *ended* (which only grows), so a stale read can only
    hold a target back, never let one through early.
 
+4. **Region by region** (``options.region_order``): a target starts only once every target of
+   the regions before its own *ended* - the request record keeps a set of ended keys per region
+   (ADDed in the same write that counts each end, ``RequestLedger.count_ended``), and every
+   part of the request states its targets per region (``request.regions``). Ended sets only
+   grow, so a stale read can only hold a region back, never start it early; past
+   ``max_errors`` the later regions' targets end "not run" (``RequestView.held_back``) instead
+   of starting. The canary is exempt: it runs first, alone, whatever its region.
+
 A target refused a slot waits (:class:`RolloutWaitError`): it uses no attempt, comes back after
 about one call's duration, and its wait budget grows with the number of waves the request needs
 - it waits only while other targets of its request run, which all end.
@@ -44,10 +52,17 @@ from handler.exceptions import RolloutWaitError
 from handler.requests import RequestLedger, RequestView, short_key
 from tasks.base import Job
 
-__all__ = ["Lease", "RolloutGate", "ramp_allows"]
+__all__ = ["Lease", "RolloutGate", "ramp_allows", "waves_of"]
 
 # After a refusal, a batch does not ask again for this long (bounds the failed writes).
 REFUSAL_BACKOFF_S: Final = 1.0
+_KNOWN_REFUSALS: Final = 1024  # requests whose refusal this process remembers (then pruned)
+# A target waiting for the regions before its own comes back after 5-10 s (the wait is for
+# others' progress, not a back-off): the next region starts within seconds of the last.
+REGION_WAIT_S: Final = 10.0
+# Without max_concurrency, a region's targets run as fast as the worker goes: a wave is this
+# many targets for the wait budget (a message's worth, ``PUBLISH_TARGETS_PER_MESSAGE``).
+UNCAPPED_WAVE: Final = 50
 
 
 def ramp_allows(ended: int, cap: int) -> int | None:
@@ -61,6 +76,17 @@ def ramp_allows(ended: int, cap: int) -> int | None:
         started_before += wave
         wave *= 2
     return None
+
+
+def waves_of(view: RequestView, cap: int | None) -> int:
+    """How many waves the request's rollout needs - the deliveries a waiting target may use
+    are ``MAX_WAITS`` per wave (``handler.lifecycle``): each stage (region of ``region_order``)
+    in waves of ``cap`` targets (without a cap, one per ``UNCAPPED_WAVE`` targets), plus the
+    ramp's."""
+    per = cap or UNCAPPED_WAVE
+    stages = sum(max(1, math.ceil(size / per)) for size in view.stage_sizes())
+    ramp = math.ceil(math.log2(cap)) if cap and view.ramps else 0
+    return max(1, stages + ramp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +109,24 @@ class RolloutGate:
         self, job: Job, view: RequestView, *, lease_until: float, expected_s: float
     ) -> Lease | RolloutWaitError | None:
         """A lease for ``job`` to start now, why it must wait, or None when its request has
-        no rollout control."""
+        no rollout control (or needs no slot: a dry run, a request without a cap)."""
         cap = view.max_concurrency
-        if cap is None or job.dry_run:
+        if job.dry_run or (cap is None and not view.region_order):
+            return None
+        waves = waves_of(view, cap)
+        if view.region_order and not view.is_canary(job.key):  # the canary runs first, alone
+            pending = view.region_pending(job.region)
+            if pending is not None:
+                region, ended, targets = pending
+                return RolloutWaitError(
+                    f"waiting for region {region} to end first (region_order): {ended} of "
+                    f"its {targets} targets ended",
+                    retry_after=REGION_WAIT_S,
+                    waves=waves,
+                )
+        if cap is None:
             return None
         now = self._clock()
-        waves = math.ceil(view.expected / cap) + (math.ceil(math.log2(cap)) if view.ramps else 0)
         wait = RolloutWaitError(
             f"waiting for a slot: at most {cap} targets of the request in flight"
             + (" (ramping up)" if view.ramps else ""),
@@ -109,6 +147,10 @@ class RolloutGate:
         )
         if not granted:
             with self._lock:
+                if len(self._refused_until) >= _KNOWN_REFUSALS:
+                    self._refused_until = {
+                        r: until for r, until in self._refused_until.items() if until > now
+                    }
                 self._refused_until[job.request_id] = now + REFUSAL_BACKOFF_S
             return wait
         return Lease(job.request_id, short_key(job.key), lease_until)

@@ -112,8 +112,16 @@ class RequestTracker:
         for request_id, items in by_request.items():
             states = {key: state for item in items for key, state in item.states.items()}
             opening = RequestOpen.of(items[0].envelope, items[0].message.sender)
+            # Rolled region by region: each region's ended set too (``handler.rollout``).
+            regions = {
+                job.key: job.region
+                for item in items
+                if item.envelope.options.region_order
+                for job in item.envelope.jobs
+                if job.key in states
+            }
             try:
-                record = self._requests.count_ended(opening, states)
+                record = self._requests.count_ended(opening, states, regions)
                 finished = self._completions.settle(record)
                 if finished is not None:
                     metrics.count(f"Requests{finished.outcome.capitalize()}", finished.task)

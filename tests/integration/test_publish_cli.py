@@ -236,6 +236,46 @@ def test_rollout_flags_become_the_envelope_options(
     assert body["options"] == {"max_concurrency": "25%", "ramp": "exponential"}
 
 
+def test_region_order_goes_in_every_part_with_the_requests_targets_per_region(
+    aws_env: Organisation, read_queue: Callable[[str], list[dict[str, Any]]]
+) -> None:
+    """GIVEN one account in two regions, --region-order eu-west-1 and one target per message
+    WHEN the task is published THEN both parts carry region_order and the whole request's
+    targets per region, so whichever the worker sees first knows when eu-west-1 is done."""
+    code = publish_invalidation(
+        "--accounts",
+        "111111111111",
+        "--regions",
+        "us-east-1,eu-west-1",
+        "--param",
+        "paths=/x",
+        "--region-order",
+        "eu-west-1",
+        "--max-targets",
+        "1",
+    )
+
+    sent = bodies(read_queue(aws_env.queue_url))
+    assert code == 0
+    assert len(sent) == 2
+    for body in sent:
+        assert body["options"] == {"region_order": ["eu-west-1"]}
+        assert body["request"]["regions"] == {"eu-west-1": 1, "us-east-1": 1}
+
+
+def test_a_region_order_naming_no_region_is_refused_with_one_line(
+    aws_env: Organisation, capsys: pytest.CaptureFixture[str], depth: Callable[[str], Any]
+) -> None:
+    code = publish_invalidation(
+        "--accounts", "111111111111", "--param", "paths=/x", "--region-order", "eu-west-1,mars"
+    )
+
+    err = capsys.readouterr().err
+    assert (code, len(err.splitlines())) == (2, 1)
+    assert "region_order" in err
+    assert depth(aws_env.queue_url) == (0, 0)
+
+
 def test_a_ramp_without_max_concurrency_is_refused_and_nothing_is_sent(
     aws_env: Organisation, capsys: pytest.CaptureFixture[str], depth: Callable[[str], Any]
 ) -> None:

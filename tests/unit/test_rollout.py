@@ -11,6 +11,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from fanout.status import StatusReport
 from handler.envelope import Envelope, parse_message
 from handler.exceptions import BadMessageError, RolloutWaitError
 from handler.ledger import JobState
@@ -19,7 +20,7 @@ from handler.outcome import JobOutcome, Result
 from handler.requests import RequestLedger, RequestOpen, RequestRecord, RequestView
 from handler.requests_dynamodb import DynamoDBRequests
 from handler.requests_memory import InMemoryRequests
-from handler.rollout import Lease, RolloutGate, ramp_allows
+from handler.rollout import Lease, RolloutGate, ramp_allows, waves_of
 from tasks.base import Job
 from tests.unit.test_ledger import Clock, create_ledger_table
 
@@ -185,3 +186,170 @@ def test_a_target_waiting_for_a_slot_comes_back_soon_and_may_wait_once_per_wave(
 
 def _other_job(env: Envelope) -> Job:
     return replace(env.jobs[0], key="f" * 64, account="222222222222")
+
+
+# --- region by region (options.region_order) ---
+
+ORDERED = RequestOpen(
+    RID,
+    "ssm.send_command",
+    expected=4,
+    options={"region_order": ["eu-west-1", "us-east-1"]},
+    publisher="AIDAOPS",
+    region_targets={"eu-west-1": 2, "us-east-1": 1, "ap-southeast-2": 1},
+)
+
+
+def regional(
+    regions: str, *, options: str = '{"region_order":["eu-west-1","us-east-1"]}'
+) -> Envelope:
+    """One part (of 4 targets: 2 in eu-west-1, 1 each in us-east-1 and ap-southeast-2) with one
+    target in each of ``regions``."""
+    targets = ",".join(
+        f'{{"account":"11111111111{i}","region":"{r}"}}' for i, r in enumerate(regions.split(","))
+    )
+    body = (
+        '{"version":1,"task":"ssm.send_command","request_id":"' + RID + '",'
+        '"request":{"targets":4,"part":1,"parts":2,'
+        '"regions":{"eu-west-1":2,"us-east-1":1,"ap-southeast-2":1}},'
+        f'"targets":[{targets}],'
+        '"params":{"document_name":"AWS-RunShellScript","instance_ids":["i-0123456789abcdef0"]},'
+        f'"options":{options}}}'
+    )
+    return parse_message(body, message_id="m-1", default_region="us-east-1")
+
+
+def test_a_whole_message_counts_its_own_targets_per_region() -> None:
+    body = (
+        '{"version":1,"task":"ssm.send_command","targets":['
+        '{"account":"111111111111","region":"eu-west-1"},'
+        '{"account":"222222222222","region":"eu-west-1"},{"account":"111111111111"}],'
+        '"params":{"document_name":"AWS-RunShellScript","instance_ids":["i-0123456789abcdef0"]},'
+        '"options":{"region_order":["eu-west-1"]}}'
+    )
+    env = parse_message(body, message_id="m-1", default_region="us-east-1")
+    assert env.request.region_targets == {"eu-west-1": 2, "us-east-1": 1}
+    assert env.options.stage_of("eu-west-1") == 0
+    assert env.options.stage_of("us-east-1") == 1, "a region not listed goes last"
+
+
+@pytest.mark.parametrize(
+    ("request_block", "reason"),
+    [
+        ('{"targets":4,"part":1,"parts":2}', r"needs body\.request\.regions"),
+        (
+            '{"targets":4,"part":1,"parts":2,"regions":{"eu-west-1":3}}',
+            r"body\.request\.regions counts 3 targets, but body\.request\.targets is 4",
+        ),
+        (
+            '{"targets":4,"part":1,"parts":2,"regions":{"eu-west-1":3,"us-east-1":1}}',
+            r"says 0 targets in ap-southeast-2, but this part alone has 1",
+        ),
+    ],
+)
+def test_a_split_request_rolled_by_region_must_state_its_targets_per_region(
+    request_block: str, reason: str
+) -> None:
+    body = (
+        '{"version":1,"task":"ssm.send_command","request_id":"r",'
+        f'"request":{request_block},'
+        '"targets":[{"account":"111111111111","region":"ap-southeast-2"}],'
+        '"params":{"document_name":"AWS-RunShellScript","instance_ids":["i-0123456789abcdef0"]},'
+        '"options":{"region_order":["eu-west-1"]}}'
+    )
+    with pytest.raises(BadMessageError, match=reason):
+        parse_message(body, message_id="m-1", default_region="us-east-1")
+
+
+def test_each_region_keeps_the_keys_that_ended_there(requests: RequestLedger) -> None:
+    requests.count_ended(ORDERED, {"a" * 64: JobState.FAILED}, {"a" * 64: "eu-west-1"})
+    requests.count_ended(ORDERED, {"a" * 64: JobState.SUCCEEDED}, {"a" * 64: "eu-west-1"})
+    record = requests.count_ended(
+        ORDERED,
+        {"b" * 64: JobState.NOT_RUN, "c" * 64: JobState.SUCCEEDED},
+        {"b" * 64: "eu-west-1", "c" * 64: "us-east-1"},
+    )
+    record = requests.requests([RID])[RID]
+    assert record.region_ended == {
+        "eu-west-1": {"a" * 16, "b" * 16},  # a redriven key is still one ended target
+        "us-east-1": {"c" * 16},
+    }
+    assert record.region_targets == {"eu-west-1": 2, "us-east-1": 1, "ap-southeast-2": 1}
+
+
+def test_a_region_starts_only_once_every_target_of_the_regions_before_it_ended() -> None:
+    gate = RolloutGate(InMemoryRequests(clock=Clock()), clock=lambda: 10.0)
+    env = regional("eu-west-1,us-east-1,ap-southeast-2")
+    eu, us, ap = env.jobs
+    record = RequestRecord(RID, expected=4, region_ended={"eu-west-1": frozenset({"x" * 16})})
+    view = RequestView(record, env)
+    assert gate.admit(eu, view, lease_until=100.0, expected_s=1.0) is None
+    wait = gate.admit(us, view, lease_until=100.0, expected_s=1.0)
+    assert isinstance(wait, RolloutWaitError)
+    assert wait.reason == (
+        "waiting for region eu-west-1 to end first (region_order): 1 of its 2 targets ended"
+    )
+    assert isinstance(gate.admit(ap, view, lease_until=100.0, expected_s=1.0), RolloutWaitError)
+    view.ended(eu.key, JobState.FAILED, region="eu-west-1")  # ended in this batch
+    assert gate.admit(us, view, lease_until=100.0, expected_s=1.0) is None
+    wait = gate.admit(ap, view, lease_until=100.0, expected_s=1.0)
+    assert isinstance(wait, RolloutWaitError), "regions not listed wait for every listed one"
+    assert "region us-east-1" in wait.reason
+    view.ended(us.key, JobState.SUCCEEDED, region="us-east-1")
+    assert gate.admit(ap, view, lease_until=100.0, expected_s=1.0) is None
+
+
+def test_the_canary_runs_first_whatever_its_region() -> None:
+    gate = RolloutGate(InMemoryRequests(clock=Clock()), clock=lambda: 10.0)
+    options = (
+        '{"region_order":["eu-west-1","us-east-1"],'
+        '"canary":{"account":"111111111110","region":"us-east-1"}}'
+    )
+    env = regional("us-east-1,ap-southeast-2", options=options)
+    canary, other = env.jobs
+    view = RequestView(None, env)
+    assert view.is_canary(canary.key)
+    assert gate.admit(canary, view, lease_until=100.0, expected_s=1.0) is None
+    assert isinstance(gate.admit(other, view, lease_until=100.0, expected_s=1.0), RolloutWaitError)
+
+
+def test_region_order_with_a_cap_waits_for_its_region_before_asking_for_a_slot() -> None:
+    requests = InMemoryRequests(clock=Clock())
+    gate = RolloutGate(requests, clock=lambda: 10.0)
+    env = regional(
+        "eu-west-1,us-east-1", options='{"region_order":["eu-west-1"],"max_concurrency":1}'
+    )
+    eu, us = env.jobs
+    view = RequestView(None, env)
+    assert isinstance(gate.admit(us, view, lease_until=100.0, expected_s=1.0), RolloutWaitError)
+    assert requests.requests([RID]) == {} or not requests.requests([RID])[RID].leases
+    assert isinstance(gate.admit(eu, view, lease_until=100.0, expected_s=1.0), Lease)
+
+
+def test_the_wait_budget_counts_every_regions_waves() -> None:
+    env = regional("eu-west-1", options='{"region_order":["eu-west-1"],"max_concurrency":1}')
+    view = RequestView(None, env)
+    # stages: eu-west-1 (2 targets), the rest (2): two waves each at a cap of 1
+    assert view.stage_sizes() == [2, 2]
+    assert waves_of(view, 1) == 4
+    assert waves_of(RequestView(None, regional("eu-west-1")), None) == 3  # one per stage
+    assert waves_of(RequestView(None, envelope('{"max_concurrency":4}')), 4) == 5  # 20 / 4
+
+
+def test_status_shows_each_region_ended_running_or_waiting_in_order() -> None:
+    """GIVEN a record rolled eu-west-1 then us-east-1 (then the rest), eu-west-1 done and one
+    of us-east-1's two targets ended WHEN `fanout status` reads it THEN eu-west-1 ended,
+    us-east-1 runs, and ap-southeast-2 (not listed: last) waits."""
+    record = RequestRecord(
+        RID,
+        expected=5,
+        options={"region_order": ["eu-west-1", "us-east-1"]},
+        region_targets={"ap-southeast-2": 1, "us-east-1": 2, "eu-west-1": 2},
+        region_ended={"eu-west-1": frozenset({"a", "b"}), "us-east-1": frozenset({"c"})},
+    )
+    assert StatusReport(RID, (), record).regions == [
+        {"region": "eu-west-1", "targets": 2, "ended": 2, "state": "ended"},
+        {"region": "us-east-1", "targets": 2, "ended": 1, "state": "running"},
+        {"region": "ap-southeast-2", "targets": 1, "ended": 0, "state": "waiting"},
+    ]
+    assert StatusReport(RID, (), replace(record, options={})).regions is None

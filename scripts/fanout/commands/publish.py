@@ -95,9 +95,11 @@ examples:
   fanout publish ssm.send_command --accounts ... --canary --max-errors 10%
   fanout publish ssm.send_command --accounts ... --alarms web-5xx,web-latency
   fanout publish ssm.send_command --ous ou-ab12-prod --max-concurrency 10% --ramp exponential
-  fanout publish ssm.send_command --ous ou-ab12-prod1234 --include-child-ous \
-      --account-tag env=prod --exclude-accounts 210000000003 --regions us-east-1,eu-west-1 \
-      --param document_name=AWS-RunShellScript --param 'parameters={"commands":["uptime"]}' \
+  fanout publish ssm.send_command --ous ou-ab12-prod --regions us-east-1,eu-west-1 \\
+      --region-order us-east-1,eu-west-1 --max-errors 2    # one region, then the next
+  fanout publish ssm.send_command --ous ou-ab12-prod1234 --include-child-ous \\
+      --account-tag env=prod --exclude-accounts 210000000003 --regions us-east-1,eu-west-1 \\
+      --param document_name=AWS-RunShellScript --param 'parameters={"commands":["uptime"]}' \\
       --param 'targets=[{"key":"tag:Role","values":["web"]}]'
   fanout targets --ous ou-ab12-prod1234 --include-child-ous   # what that selects
   fanout publish --file body.json --queue-url https://sqs.eu-west-1.amazonaws.com/...
@@ -177,6 +179,13 @@ examples:
     "before it ended (within --max-errors)",
 )
 @click.option(
+    "--region-order",
+    metavar="REGIONS",
+    help="comma-separated regions to roll out one after another: a region's targets start "
+    "once every target of the regions before it ended (within --max-errors); regions not "
+    "listed go last, together",
+)
+@click.option(
     "--alarms",
     metavar="NAMES",
     help="comma-separated CloudWatch alarms (worker's account and region): one in ALARM stops "
@@ -226,6 +235,7 @@ def command(
     max_errors: int | str | None,
     max_concurrency: int | str | None,
     ramp: str | None,
+    region_order: str | None,
     alarms: str | None,
     on_alarm_unreadable: str | None,
     force: bool,
@@ -241,7 +251,7 @@ def command(
     A --param value is JSON when it parses, else text; a repeated key makes a list. For a list
     parameter, a comma separates items (paths=/a,/b); to keep a comma inside an item, give a
     JSON list: 'paths=["/a,b"]'. --dry-run, --canary, --max-errors, --max-concurrency,
-    --ramp and --alarms set the envelope's options. Prints the request id and the
+    --ramp, --region-order and --alarms set the envelope's options. Prints the request id and the
     `fanout status` command that follows it.
     """
     resolved_region = resolve_region(region, queue_url)
@@ -263,6 +273,7 @@ def command(
                 "max_errors": max_errors,
                 "max_concurrency": max_concurrency,
                 "ramp": ramp,
+                "region_order": split_list(region_order),
                 "alarms": split_list(alarms),
                 "on_alarm_unreadable": on_alarm_unreadable,
             },
@@ -358,6 +369,7 @@ def _bodies(
             target_params=target_params,
             request_id=request_id,
             max_targets=max_targets,
+            default_region=region,
             **options,
         )
     if task is not None:

@@ -260,6 +260,11 @@ def _summary(report: StatusReport) -> str:
             f"\nrollout: at most {shown} in flight{ramp}; "
             f"{rollout['in_flight']} in flight now, {rollout['started']} started"
         )
+    if report.regions:
+        stages = ", ".join(
+            f"{r['region']} {r['ended']}/{r['targets']} {r['state']}" for r in report.regions
+        )
+        text += f"\nregions in order: {stages}"
     return text + (f"\nresults: {results}" if results else "")
 
 

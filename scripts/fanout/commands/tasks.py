@@ -110,8 +110,8 @@ REQUEST_OPTIONS = (
     "every task also takes, in `fanout publish`: targets by organisation (--ous, "
     "--include-child-ous, --account-tag, --exclude-accounts, --regions, --params-by-account; "
     "`fanout targets` shows what they expand to), rollout control (--max-concurrency, --ramp, "
-    "--canary, --max-errors) and stop conditions (--alarms, --on-alarm-unreadable); "
-    "see docs/targeting.md"
+    "--region-order, --canary, --max-errors) and stop conditions (--alarms, "
+    "--on-alarm-unreadable); see docs/targeting.md"
 )
 
 

@@ -89,6 +89,7 @@ _HOP_BY_HOP: Final = frozenset(
     }
 )
 _ROLE_ARN_ACCOUNT: Final = re.compile(r"^arn:[^:]+:iam::([0-9]{12}):role/")
+_SIGNED_REGION: Final = re.compile(r"Credential=[^/]+/[0-9]{8}/([a-z0-9-]+)/")
 _DISTRIBUTION: Final = re.compile(r"/distribution/([^/]+)")
 
 # The emulator's answer to a forwarded request (the name the fault suite uses).
@@ -146,6 +147,12 @@ class Request:
             if match:
                 return match.group(1)
         return self.caller_account
+
+    @cached_property
+    def region(self) -> str | None:
+        """The region the request was signed for (SigV4's credential scope)."""
+        match = _SIGNED_REGION.search(self.headers.get("authorization", ""))
+        return match.group(1) if match else None
 
     @property
     def distribution_id(self) -> str | None:

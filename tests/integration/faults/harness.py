@@ -95,6 +95,7 @@ class Unit:
     task: str | None = None
     account: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    region: str = REGION
 
 
 @dataclass(frozen=True)
@@ -144,16 +145,18 @@ class Inspector:
 
     def __init__(self, org: Organisation) -> None:
         self.org = org
-        self._clients: dict[tuple[str, str], Any] = {}
+        self._clients: dict[tuple[str, str, str], Any] = {}
         ops = org.ops_session()
         self.sqs = ops.client("sqs", endpoint_url=org.endpoint_url)
         self.dynamodb = ops.client("dynamodb", endpoint_url=org.endpoint_url)
 
-    def client(self, account: str, service: str) -> Any:
-        key = (account, service)
+    def client(self, account: str, service: str, region: str = REGION) -> Any:
+        key = (account, service, region)
         if key not in self._clients:
             session: boto3.Session = self.org.target_session(account, session_name="fault-verify")
-            self._clients[key] = session.client(service, endpoint_url=self.org.endpoint_url)
+            self._clients[key] = session.client(
+                service, endpoint_url=self.org.endpoint_url, region_name=region
+            )
         return self._clients[key]
 
     def create_distributions(self, account: str, count: int) -> list[str]:
@@ -207,8 +210,10 @@ class Inspector:
             )
         return found
 
-    def commands_on(self, account: str, instance_id: str) -> list[dict[str, Any]]:
-        ssm = self.client(account, "ssm")
+    def commands_on(
+        self, account: str, instance_id: str, region: str = REGION
+    ) -> list[dict[str, Any]]:
+        ssm = self.client(account, "ssm", region)
         return list(ssm.list_commands(InstanceId=instance_id)["Commands"])
 
     def ledger(self, request_id: str) -> dict[str, dict[str, Any]]:
@@ -272,7 +277,15 @@ class Workload:
         for job in envelope.jobs:
             self.units.setdefault(
                 job.key,
-                Unit(job.key, message_id, job.request_id, job.task, job.account, job.params),
+                Unit(
+                    job.key,
+                    message_id,
+                    job.request_id,
+                    job.task,
+                    job.account,
+                    job.params,
+                    job.region,
+                ),
             )
             if job.task == _CF_TASK:
                 self.distributions.add((job.account, str(job.params["distribution_id"])))
@@ -412,7 +425,10 @@ def _effects(
         return effect, max(0, len(references) - 1)
     if unit.task == _SSM_TASK and unit.account:
         counts = Counter(
-            {i: len(inspector.commands_on(unit.account, i)) for i in unit.params["instance_ids"]}
+            {
+                i: len(inspector.commands_on(unit.account, i, unit.region))
+                for i in unit.params["instance_ids"]
+            }
         )
         return all(counts.values()), sum(max(0, n - 1) for n in counts.values())
     return False, 0

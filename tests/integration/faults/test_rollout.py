@@ -6,6 +6,7 @@ whichever worker process sent them.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -161,3 +162,77 @@ def test_an_exponential_ramp_starts_one_target_then_two_then_the_cap(
     assert not overlapping_first, "wave 1 is one target: nothing may start beside it"
     peak = max(sum(1 for b, e in starts if b <= t < e) for t, _ in starts)
     assert peak <= 4, f"{peak} in flight at once"
+
+
+REGION_ORDER = ("eu-west-1", "us-east-1", "ap-southeast-2")
+
+
+def test_region_order_starts_a_region_only_after_every_target_of_the_one_before_ended(
+    scenario: Scenario, faults: Proxy
+) -> None:
+    """GIVEN a request of 12 SendCommand targets, 4 in each of three regions, with
+    region_order eu-west-1, us-east-1, ap-southeast-2, published as 3 messages that each mix
+    all three regions (each sent twice), and two workers polling
+    WHEN they drain it, each SendCommand held 0.5 s at the emulator's door
+    THEN every call in a region began after the last call of the region before it ended
+    (measured at the emulator, by the region each call was signed for), every target ran
+    exactly once, and `fanout status` shows each region ended, in order."""
+    calls: list[tuple[str, float, float]] = []  # (region, began, ended)
+    lock = threading.Lock()
+
+    def action(request: Request, forward: Callable[[], Forwarded]) -> Forwarded:
+        began = time.monotonic()
+        try:
+            time.sleep(HOLD_S)
+            return forward()
+        finally:
+            with lock:
+                calls.append((request.region or "?", began, time.monotonic()))
+
+    faults.add(Rule("region timeline", where(operations=["SendCommand"]), action))
+    request_id = new_id("regions")
+    targets = [
+        {
+            "account": ACCOUNTS[i % len(ACCOUNTS)],
+            "region": REGION_ORDER[i % len(REGION_ORDER)],
+            "params": {"instance_ids": fake_instances(1)},
+        }
+        for i in range(12)
+    ]
+    bodies = [
+        json.dumps(
+            {
+                "version": 1,
+                "task": "ssm.send_command",
+                "request_id": request_id,
+                "request": {
+                    "targets": 12,
+                    "part": part + 1,
+                    "parts": 3,
+                    "regions": dict.fromkeys(REGION_ORDER, 4),
+                },
+                "targets": targets[part * 4 : (part + 1) * 4],
+                "params": {"document_name": SSM_DOCUMENT, "parameters": {"commands": ["uptime"]}},
+                "options": {"region_order": list(REGION_ORDER)},
+            }
+        )
+        for part in range(3)
+    ]
+    scenario.workload.publish(bodies, copies=2)
+    other = scenario.spawn(wait_until_polling=True, time_limit_s=240)
+    scenario.poll(batch_size=2, time_limit_s=240)
+    assert other.wait(timeout=270) == 0
+    figures = scenario.verify("rollout: region_order, two pollers")
+
+    assert_promise(figures)
+    assert figures.succeeded == figures.jobs == 12
+    assert sorted(region for region, _, _ in calls) == sorted(REGION_ORDER * 4)
+    for before, after in itertools.pairwise(REGION_ORDER):
+        last_end = max(e for r, _, e in calls if r == before)
+        first_start = min(b for r, b, _ in calls if r == after)
+        assert first_start >= last_end, f"{after} started before {before} ended"
+    report = read_status(ledger_for(scenario.org.ledger_table or "", region=REGION), request_id)
+    assert report.state == "succeeded"
+    assert report.regions == [
+        {"region": region, "targets": 4, "ended": 4, "state": "ended"} for region in REGION_ORDER
+    ]
