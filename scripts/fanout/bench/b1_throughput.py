@@ -17,17 +17,21 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 from unittest import mock
 
 import boto3
 
 from fanout.bench import baseline
 from fanout.bench.common import Host, Result, environment
+from fanout.bench.cost import cost_per_million
 from fanout.bench.harness import fresh_queues, ops_sqs, worker_env
 from fanout.bench.poll import TimedHandler, drain, worker_handler
 from fanout.emulator import Organisation, fake_session
 from fanout.publish import publish
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
 
 __all__ = ["run"]
 
@@ -130,6 +134,8 @@ class _CountedClient:
         def counted(*args: Any, **kwargs: Any) -> Any:
             with self._lock:
                 self._counts[f"{self._owner}:{name}"] += 1
+                if name == "transact_write_items":  # priced per item, not per request
+                    self._counts[f"{self._owner}:{TRANSACT_ITEMS}"] += len(kwargs["TransactItems"])
             return attribute(*args, **kwargs)
 
         return counted
@@ -173,13 +179,15 @@ def _dynamodb_requests() -> Iterator[Counter[str]]:
 
 
 READS: Final = ("get_item", "batch_get_item", "query")
+TRANSACT_ITEMS: Final = "items_in_transactions"  # a count of items, not of requests
+MEMORY_GB: Final = 256 / 1024  # the template's default MemorySize
 
 
 def _store_cost(counts: Counter[str], owner: str, jobs: int, batches: int) -> dict[str, Any]:
     """Requests per job (writes) and per batch (reads) one store made, and by operation."""
     mine = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith(f"{owner}:")}
     reads = sum(v for k, v in mine.items() if k in READS)
-    writes = sum(mine.values()) - reads
+    writes = sum(v for k, v in mine.items() if k != TRANSACT_ITEMS) - reads
     return {
         "by_operation": mine,
         "writes": writes,
@@ -207,7 +215,10 @@ def _through_queue(
     env = {k: v for k, v in worker_env(org, host.proxy_url).items() if k not in unset}
     with environment(env, unset=unset), _phases() as phases, _dynamodb_requests() as dynamodb:
         timed = TimedHandler(handler())
-        sqs = ops_sqs(org)  # made before the clock starts: the harness's cost, not a contender's
+        # Made before the clock starts: the harness's cost, not a contender's. Its requests
+        # (publishing, and receiving and deleting as the event source mapping would) count.
+        sqs_requests: Counter[str] = Counter()
+        sqs = cast("SQSClient", _CountedClient(ops_sqs(org), "sqs", sqs_requests, threading.Lock()))
         host.reset(_quotas(quota), latency_ms=latency_ms)
         started = time.perf_counter()
         publish(bodies, sqs=sqs, queue_url=org.queue_url, default_region=org.region)
@@ -220,11 +231,45 @@ def _through_queue(
         "dispatcher_seconds": phases,
         "dynamodb_job_items": _store_cost(dynamodb, "jobs", jobs, batches),
         "dynamodb_request_records": _store_cost(dynamodb, "requests", jobs, batches),
+        "sqs_requests": dict(sqs_requests),
+        "dynamodb_requests": dict(dynamodb),
         "handler_seconds": timed.seconds,
         "invocations": timed.invocations,
         "batch_failures": drained.handler_errors,
         "timed_out": drained.timed_out,
         "dead_lettered_messages": _depth(org.dlq_url, org),
+    }
+
+
+def units_per_job(round_: dict[str, Any]) -> dict[str, float]:
+    """The priced units (``fanout.bench.cost``) one job of a worker round used: requests by
+    service as counted, DynamoDB write units as one per write and two per item written in a
+    transaction (items under 1 KB: a larger item costs one unit per KB), read units as one per
+    read request, Lambda GB-seconds from the handler's measured time at the template's memory."""
+    jobs = round_["paths_invalidated"] or 1
+    calls: dict[str, int] = round_["api_calls_by_operation"]
+    dynamodb = Counter(round_["dynamodb_requests"])
+    items = sum(v for k, v in dynamodb.items() if k.endswith(TRANSACT_ITEMS))
+    transactions = sum(v for k, v in dynamodb.items() if k.endswith(":transact_write_items"))
+    reads = sum(v for k, v in dynamodb.items() if k.split(":", 1)[1] in READS)
+    plain_writes = sum(dynamodb.values()) - items - transactions - reads
+
+    def calls_of(service: str, *operations: str) -> int:
+        return sum(
+            n
+            for api, n in calls.items()
+            if api.startswith(f"{service}:") and (not operations or api.split(":")[1] in operations)
+        )
+
+    return {
+        "lambda:requests": round_["invocations"] / jobs,
+        "lambda:gb_seconds": round_["handler_seconds"] * MEMORY_GB / jobs,
+        "sqs": (sum(round_["sqs_requests"].values()) + calls_of("sqs")) / jobs,
+        "dynamodb:write_units": (plain_writes + 2 * items) / jobs,
+        "dynamodb:read_units": reads / jobs,
+        "events": calls_of("events") / jobs,
+        "s3:write": calls_of("s3", "PutObject", "CopyObject") / jobs,
+        "sts": calls_of("sts") / jobs,
     }
 
 
@@ -408,5 +453,7 @@ def run(host: Host, org: Organisation, *, quick: bool) -> Result:
             "with_quota": quota,
             "with_latency_speedup_vs_baseline": lat_speedup,
             "with_latency_speedup_vs_botocove": lat_cove,
+            # fanout's own AWS bill per million targets of this workload, at list prices.
+            "cost_per_million_jobs": cost_per_million(units_per_job(worker)),
         },
     )

@@ -79,6 +79,33 @@ def _b1(details: dict[str, Any]) -> list[str]:
         "goes (dispatcher phases, seconds):",
         "",
         *_table(("worker", "handler", "claims", "lanes", "outcome writes"), phase_rows),
+        *_cost(details.get("cost_per_million_jobs")),
+    ]
+
+
+def _cost(rows: list[dict[str, Any]] | None) -> list[str]:
+    """fanout's own AWS requests per job of the worker round, priced per million jobs."""
+    if not rows:
+        return []
+    table = [
+        [
+            r["item"],
+            r["unit"],
+            "" if r["per_job"] is None else f"{r['per_job']:.4g}",
+            f"{r['usd_per_million_jobs']:.2f}",
+            r["source"],
+        ]
+        for r in rows
+    ]
+    return [
+        "",
+        "What the worker round's requests cost per million targets at list prices (US East, "
+        "on-demand, no free tier; `fanout.bench.cost`). Lambda time is the handler's as "
+        "measured here, against the emulator (slower than AWS), at the template's 256 MB; "
+        "DynamoDB units assume items under 1 KB; SQS counts publishing and receiving/deleting "
+        "as the event source mapping does, not its idle long polls:",
+        "",
+        *_table(("item", "unit", "per job", "USD per million jobs", "price source"), table),
     ]
 
 
