@@ -218,4 +218,6 @@ def _given_up(outcome: JobOutcome, why: str) -> JobOutcome:
 
 def _summary(outcomes: Sequence[JobOutcome], total: int, verb: str) -> FanoutError:
     first = outcomes[0].error or PermanentError("unknown failure")
-    return first.with_reason(f"{len(outcomes)} of {total} targets {verb}: {first.reason}")
+    # "not run: ..." reasons say their verb already: "2 of 5 targets not run: canary ...".
+    reason = first.reason.removeprefix(f"{verb}: ")
+    return first.with_reason(f"{len(outcomes)} of {total} targets {verb}: {reason}")

@@ -96,7 +96,7 @@ def test_jobs_held_back_by_a_request_control_are_lettered_as_not_run() -> None:
         (["k1"], JobState.FAILED),
         (["k2"], JobState.NOT_RUN),
     ]
-    assert done.letters[1].error.reason == "1 of 2 targets not run: not run: max_errors 0 reached"
+    assert done.letters[1].error.reason == "1 of 2 targets not run: max_errors 0 reached"
 
 
 def test_a_started_retry_uses_an_attempt_and_waits_by_its_error() -> None:
