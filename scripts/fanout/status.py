@@ -33,6 +33,8 @@ from handler.api import (
     get_task,
     parse_message,
     partition_of,
+    ramp_allows,
+    ramp_wave,
     role_arn,
     session_name,
     status_source,
@@ -174,12 +176,18 @@ class StatusReport:
         now = time.time()
         given = record.options["max_concurrency"]
         cap = Options(max_concurrency=given).max_concurrency_for(self.expected)
+        ramp = record.options.get("ramp")
+        ended = len(record.started & frozenset[str]().union(*record.ended.values()))
+        wave = ramp_wave(ended, cap) if ramp and cap else None
         return {
             "max_concurrency": given,
             "cap": cap,
-            "ramp": record.options.get("ramp"),
+            "ramp": ramp,
             "in_flight": sum(until > now for until in record.leases.values()),
             "started": len(record.started),
+            # Ramping: the wave open now (1 first) and the targets it lets have started.
+            "wave": wave,
+            "wave_allows": ramp_allows(ended, cap) if wave and cap else None,
         }
 
     @property

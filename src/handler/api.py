@@ -14,6 +14,7 @@ Messages (the queue's contract)
     ``DEAD_LETTER_ATTRIBUTE_PREFIX``  prefix of the attributes the worker writes on dead letters
     ``REDRIVEN_ATTRIBUTE``, ``LETTER_ID_ATTRIBUTE``  what redrive marks / reads
     ``Options``, ``MAX_CONCURRENCY``  a request's options (e.g. the cap a percentage resolves to)
+    ``ramp_allows``, ``ramp_wave``    where a ramping request is (``handler.rollout``)
 
 Targets by organisation
     ``Selection``, ``Directory``, ``plan_selection``, ``plan_targets``, ``Planned``: what a
@@ -72,6 +73,7 @@ from handler.organization import Directory
 from handler.policy import session_policy, status_role_actions, target_role_statements
 from handler.requests import RequestLedger, RequestRecord
 from handler.requests_dynamodb import DynamoDBRequests
+from handler.rollout import ramp_allows, ramp_wave
 from handler.selection import Selection
 from handler.sessions import role_arn, session_name
 from handler.settings import DEFAULT_TARGET_ROLE_NAME, OperatorSettings, operator_settings
@@ -122,6 +124,8 @@ __all__ = [
     "partition_of",
     "plan_selection",
     "plan_targets",
+    "ramp_allows",
+    "ramp_wave",
     "role_arn",
     "session_name",
     "session_policy",

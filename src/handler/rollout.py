@@ -52,7 +52,7 @@ from handler.exceptions import RolloutWaitError
 from handler.requests import RequestLedger, RequestView, short_key
 from tasks.base import Job
 
-__all__ = ["Lease", "RolloutGate", "ramp_allows", "waves_of"]
+__all__ = ["Lease", "RolloutGate", "ramp_allows", "ramp_wave", "waves_of"]
 
 # After a refusal, a batch does not ask again for this long (bounds the failed writes).
 REFUSAL_BACKOFF_S: Final = 1.0
@@ -75,6 +75,19 @@ def ramp_allows(ended: int, cap: int) -> int | None:
             return started_before + wave
         started_before += wave
         wave *= 2
+    return None
+
+
+def ramp_wave(ended: int, cap: int) -> int | None:
+    """The wave of the ramp open once ``ended`` of the started targets ended (1 first), or
+    None once the ramp reached the cap (what ``fanout status`` shows)."""
+    started_before, wave, number = 0, 1, 1
+    while wave < cap:
+        if ended < started_before + wave:
+            return number
+        started_before += wave
+        wave *= 2
+        number += 1
     return None
 
 

@@ -20,7 +20,7 @@ from handler.outcome import JobOutcome, Result
 from handler.requests import RequestLedger, RequestOpen, RequestRecord, RequestView
 from handler.requests_dynamodb import DynamoDBRequests
 from handler.requests_memory import InMemoryRequests
-from handler.rollout import Lease, RolloutGate, ramp_allows, waves_of
+from handler.rollout import Lease, RolloutGate, ramp_allows, ramp_wave, waves_of
 from tasks.base import Job
 from tests.unit.test_ledger import Clock, create_ledger_table
 
@@ -353,3 +353,22 @@ def test_status_shows_each_region_ended_running_or_waiting_in_order() -> None:
         {"region": "ap-southeast-2", "targets": 1, "ended": 0, "state": "waiting"},
     ]
     assert StatusReport(RID, (), replace(record, options={})).regions is None
+
+
+def test_the_ramp_wave_numbers_follow_the_limits() -> None:
+    # cap 8: wave 1 (1 target), 2 (up to 3), 3 (up to 7), then the cap
+    assert [ramp_wave(ended, 8) for ended in range(9)] == [1, 2, 2, 3, 3, 3, 3, None, None]
+    assert ramp_wave(0, 1) is None
+
+
+def test_status_shows_the_wave_a_ramping_request_is_in() -> None:
+    record = RequestRecord(
+        RID,
+        expected=20,
+        options={"max_concurrency": 8, "ramp": "exponential"},
+        ended={JobState.SUCCEEDED: frozenset({"a"})},
+        started=frozenset({"a", "b", "c"}),
+    )
+    rollout = StatusReport(RID, (), record).rollout
+    assert rollout is not None
+    assert (rollout["wave"], rollout["wave_allows"]) == (2, 3)

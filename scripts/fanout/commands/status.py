@@ -256,6 +256,13 @@ def _summary(report: StatusReport) -> str:
         cap, given = rollout["cap"], rollout["max_concurrency"]
         shown = f"{given} ({cap})" if isinstance(given, str) else str(cap)
         ramp = ", ramping up to it in waves from 1 (doubling)" if rollout["ramp"] else ""
+        if rollout["ramp"]:
+            wave = rollout["wave"]
+            ramp += (
+                f", now wave {wave} (up to {rollout['wave_allows']} started)"
+                if wave
+                else ", now at the cap"
+            )
         text += (
             f"\nrollout: at most {shown} in flight{ramp}; "
             f"{rollout['in_flight']} in flight now, {rollout['started']} started"

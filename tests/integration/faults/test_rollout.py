@@ -122,6 +122,8 @@ def test_max_concurrency_caps_a_requests_calls_in_flight_across_pollers(
         "ramp": None,
         "in_flight": 0,
         "started": 20,
+        "wave": None,
+        "wave_allows": None,
     }
 
 
