@@ -103,15 +103,19 @@ class Completions:
         come back."""
         if not record.complete:
             return None
-        finished = record  # finished earlier: announced yet?
         if record.state is not RequestState.FINISHED:
-            just_finished = self._requests.finish_request(record.request_id)
-            if just_finished is None:
+            # The finisher takes the announcement's lease in the same write (one write less
+            # per request than finishing, then claiming).
+            lease = self._clock() + ANNOUNCE_LEASE_SECONDS if self.enabled else None
+            finished = self._requests.finish_request(record.request_id, announce_until=lease)
+            if finished is None:
                 return None  # another worker finished it: it announces
-            finished = just_finished
             logger.info("request finished", extra=completion_detail(finished))
-        self._announce(finished)
-        return finished if finished is not record else None
+            if self.enabled:
+                self._announce_claimed(finished)
+            return finished
+        self._announce(record)  # finished earlier: announced yet?
+        return None
 
     def _announce(self, finished: RequestRecord) -> None:
         if not self.enabled or finished.announced_at is not None:
@@ -121,6 +125,10 @@ class Completions:
         )
         if claimed is None:
             return  # announced, or being announced elsewhere
+        self._announce_claimed(claimed)
+
+    def _announce_claimed(self, claimed: RequestRecord) -> None:
+        """Export and announce a request whose announcement lease this caller holds."""
         uri = self._export(claimed)
         self._publish(completion_detail(claimed, uri))
         self._requests.announced(claimed.request_id, results_uri=uri)

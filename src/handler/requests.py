@@ -318,9 +318,13 @@ class RequestLedger(Protocol):
         record as written."""
         ...
 
-    def finish_request(self, request_id: str) -> RequestRecord | None:
+    def finish_request(
+        self, request_id: str, *, announce_until: float | None = None
+    ) -> RequestRecord | None:
         """Mark a complete request finished; the record if *this* call finished it, else None
-        (exactly one caller ever gets it)."""
+        (exactly one caller ever gets it). With ``announce_until``, the same write gives the
+        finisher the announcement's lease (what ``claim_announcement`` would: no one else can
+        hold it before the request is finished)."""
         ...
 
     def claim_announcement(self, request_id: str, *, lease_until: float) -> RequestRecord | None:

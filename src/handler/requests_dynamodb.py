@@ -162,11 +162,18 @@ class DynamoDBRequests:
             item = self._update(opening.request_id, expression, values)
         return request_from_item(item)
 
-    def finish_request(self, request_id: str) -> RequestRecord | None:
+    def finish_request(
+        self, request_id: str, *, announce_until: float | None = None
+    ) -> RequestRecord | None:
+        sets = "SET #state = :finished, finished_at = :now, updated_at = :now"
+        values = {":finished": s(RequestState.FINISHED), ":now": n(self._clock())}
+        if announce_until is not None:
+            sets += ", announcing_until = :until"
+            values[":until"] = n(announce_until)
         item = self._table.update(
             request_key(request_id),
-            "SET #state = :finished, finished_at = :now, updated_at = :now",
-            {":finished": s(RequestState.FINISHED), ":now": n(self._clock())},
+            sets,
+            values,
             condition="attribute_exists(pk) AND #state <> :finished",
         )
         return request_from_item(item) if item is not None else None  # None: finished elsewhere

@@ -83,13 +83,17 @@ class InMemoryRequests:
             self._records[opening.request_id] = record
             return record
 
-    def finish_request(self, request_id: str) -> RequestRecord | None:
+    def finish_request(
+        self, request_id: str, *, announce_until: float | None = None
+    ) -> RequestRecord | None:
         with self._lock:
             record = self._records.get(request_id)
             if record is None or record.state is RequestState.FINISHED or not record.complete:
                 return None
             record = replace(record, state=RequestState.FINISHED, finished_at=self._clock())
             self._records[request_id] = record
+            if announce_until is not None:
+                self._leases[request_id] = announce_until
             return record
 
     def claim_announcement(self, request_id: str, *, lease_until: float) -> RequestRecord | None:

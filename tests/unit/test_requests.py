@@ -226,6 +226,33 @@ def test_a_dead_announcers_lease_expires(requests: RequestLedger) -> None:
     assert requests.claim_announcement("req-1", lease_until=2_000_000.0) is not None
 
 
+def test_the_finisher_holds_the_announcement_from_the_finishing_write(
+    requests: RequestLedger,
+) -> None:
+    """GIVEN a request finished with the announcement's lease in the same write
+    WHEN another caller claims the announcement THEN it is refused while the lease lives, and
+    gets it once the lease passed (the finisher died before announcing)."""
+    requests.count_ended(
+        OPENING,
+        {key(1): JobState.SUCCEEDED, key(2): JobState.SUCCEEDED, key(3): JobState.SUCCEEDED},
+    )
+    assert requests.finish_request("req-1", announce_until=2_000_000_000.0) is not None
+
+    assert requests.claim_announcement("req-1", lease_until=2_000_000_000.0) is None
+    requests.count_ended(OPENING, {})  # a replay of the last message changes nothing
+    assert requests.claim_announcement("req-1", lease_until=2_000_000_000.0) is None
+
+
+def test_a_finishers_expired_announcement_lease_is_taken_over(requests: RequestLedger) -> None:
+    requests.count_ended(
+        OPENING,
+        {key(1): JobState.SUCCEEDED, key(2): JobState.SUCCEEDED, key(3): JobState.SUCCEEDED},
+    )
+    assert requests.finish_request("req-1", announce_until=0.0) is not None  # past at once
+
+    assert requests.claim_announcement("req-1", lease_until=2_000_000_000.0) is not None
+
+
 def test_an_unfinished_request_is_never_announced(requests: RequestLedger) -> None:
     """GIVEN a request with targets still pending WHEN its announcement is claimed THEN no."""
     requests.count_ended(OPENING, {key(1): JobState.SUCCEEDED})
