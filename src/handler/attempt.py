@@ -2,10 +2,14 @@
 the granted claims into calls (the call itself; the rest re-planned when some were refused; a
 recovered job's recorded call), make each call (``handler.execute``), and record how each job
 ended. A job whose end cannot be written has not ended: it is retried.
+
+Ends are written at once, or with other calls' ends in one transaction (:class:`Endings`) when
+nothing in the batch waits for them and the task's unknown outcome can be settled.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 from aws_lambda_powertools import Logger
 
 from handler.deadline import Deadline
+from handler.dynamo import MAX_TRANSACTION_ITEMS
 from handler.exceptions import (
     ConfigurationError,
     FanoutError,
@@ -32,7 +37,7 @@ from handler.requests import RequestView
 from handler.telemetry import BatchMetrics
 from tasks.base import Call, Job, Task, TaskResult
 
-__all__ = ["Attempts", "BatchScope", "outcomes_for"]
+__all__ = ["Attempts", "BatchScope", "Endings", "outcomes_for"]
 
 logger = Logger(child=True)
 
@@ -59,6 +64,15 @@ class _Work:
     since: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """A call that ended, and the claims whose end is still to be written."""
+
+    claims: Sequence[Claim]
+    outcome: CallOutcome
+    verdict: tuple[JobState, Result]
+
+
 class Attempts:
     def __init__(
         self, ledger: Ledger, runner: CallRunner, clock: Callable[[], float] = time.time
@@ -67,8 +81,11 @@ class Attempts:
         self._runner = runner
         self._clock = clock
 
-    def run(self, task: Task, call: Call, scope: BatchScope) -> list[JobOutcome]:
-        """Claim, run and record one planned call: one outcome per job of it."""
+    def run(
+        self, task: Task, call: Call, scope: BatchScope, endings: Endings | None = None
+    ) -> tuple[list[JobOutcome], list[FanoutError]]:
+        """Claim, run and record one planned call: one outcome per job of it (those whose end
+        ``endings`` writes later come from it), and the errors its calls ended with."""
         try:
             claims = self._ledger.claim(
                 call.jobs, lock_until=scope.lock_until, calls=_recorded(task, call)
@@ -78,12 +95,13 @@ class Attempts:
         except Exception as exc:  # noqa: BLE001 - a ledger outage: nothing started, try later
             reason = classify_aws_error(exc).reason
             error = NotStartedError(f"not started: ledger unavailable: {reason}")
-            return outcomes_for(call.jobs, Result.RETRY, error=error)
+            return outcomes_for(call.jobs, Result.RETRY, error=error), []
         outcomes = [_refused(c) for c in claims if not c.granted]
         fresh = [c for c in claims if c.decision in (Decision.FRESH, Decision.REDRIVE)]
         recover = [c for c in claims if c.decision is Decision.RECOVER]
         work = self._fresh(task, call, fresh, len(claims)) if fresh else []
         work += self._recovery(task, recover)
+        errors: list[FanoutError] = []
         for each in work:
             if each.call.jobs[0].dry_run:
                 outcome = self._runner.preflight(task, each.call)
@@ -93,8 +111,14 @@ class Attempts:
                     task, each.call, scope.deadline, scope.metrics, recover_since=each.since
                 )
                 state, result = _ending(outcome.result, outcome.error)
-            outcomes += self._record(each.claims, outcome, (state, result), scope)
-        return outcomes
+            if outcome.error is not None:
+                errors.append(outcome.error)
+            ended = _Ended(each.claims, outcome, (state, result))
+            if endings is not None and _may_defer(task, each.claims, scope):
+                endings.add(ended)
+            else:
+                outcomes += self.record([ended], scope)
+        return outcomes, errors
 
     def _fresh(self, task: Task, call: Call, fresh: list[Claim], claimed: int) -> list[_Work]:
         if len(fresh) == claimed:
@@ -141,45 +165,111 @@ class Attempts:
         times = [c.previous.created_at for c in claims if c.previous and c.previous.created_at]
         return min(times) if times else self._clock() - _UNKNOWN_START_LOOKBACK_S
 
-    def _record(
-        self,
-        claims: Sequence[Claim],
-        outcome: CallOutcome,
-        verdict: tuple[JobState, Result],
-        scope: BatchScope,
-    ) -> list[JobOutcome]:
-        """Write the call's end for each job; a job whose end cannot be written has not ended."""
-        (state, result), task_result, error = verdict, outcome.result, outcome.error
-        endings = [_ending_of(c, state, task_result, error, scope.lock_until) for c in claims]
+    def record(self, ended: Sequence[_Ended], scope: BatchScope) -> list[JobOutcome]:
+        """Write the calls' ends for each of their jobs (one transaction per 100 jobs); a job
+        whose end cannot be written has not ended."""
+        endings = [
+            _ending_of(c, e.verdict[0], e.outcome.result, e.outcome.error, scope.lock_until)
+            for e in ended
+            for c in e.claims
+        ]
         try:
-            written = self._ledger.finish(endings)
+            written = iter(self._ledger.finish(endings))
         except ConfigurationError:
             raise
         except Exception as exc:  # noqa: BLE001 - any ledger failure: the job is not done
             logger.warning(
-                "could not record job outcomes", extra={"reason": str(exc), "jobs": len(claims)}
+                "could not record job outcomes", extra={"reason": str(exc), "jobs": len(endings)}
             )
-            if result is not Result.RETRY:
-                error = TransientError(f"{result} but not recorded in the ledger: {exc}")
-            return outcomes_for([c.job for c in claims], Result.RETRY, error=error)
+            failed: list[JobOutcome] = []
+            for e in ended:
+                error, result = e.outcome.error, e.verdict[1]
+                if result is not Result.RETRY:
+                    error = TransientError(f"{result} but not recorded in the ledger: {exc}")
+                failed += outcomes_for([c.job for c in e.claims], Result.RETRY, error=error)
+            return failed
         outcomes: list[JobOutcome] = []
-        for claim, ok in zip(claims, written, strict=True):
-            if not ok:
-                busy = JobBusyError(f"job {claim.job.key} was taken over by another invocation")
-                outcomes.append(JobOutcome(claim.job, Result.RETRY, error=busy))
-                continue
-            view = scope.views.get(claim.job.request_id)
-            if view is not None and state in (JobState.SUCCEEDED, JobState.FAILING):
-                view.ended(
-                    claim.job.key,
-                    JobState.SUCCEEDED if task_result else JobState.FAILED,
-                    region=claim.job.region,
+        for e in ended:
+            (state, result), task_result, error = e.verdict, e.outcome.result, e.outcome.error
+            for claim in e.claims:
+                if not next(written):
+                    busy = JobBusyError(f"job {claim.job.key} was taken over by another invocation")
+                    outcomes.append(JobOutcome(claim.job, Result.RETRY, error=busy))
+                    continue
+                view = scope.views.get(claim.job.request_id)
+                if view is not None and state in (JobState.SUCCEEDED, JobState.FAILING):
+                    view.ended(
+                        claim.job.key,
+                        JobState.SUCCEEDED if task_result else JobState.FAILED,
+                        region=claim.job.region,
+                    )
+                letter = claim if state is JobState.FAILING else None
+                outcomes.append(
+                    JobOutcome(claim.job, result, task_result, error=error, letter_claim=letter)
                 )
-            letter = claim if state is JobState.FAILING else None
-            outcomes.append(
-                JobOutcome(claim.job, result, task_result, error=error, letter_claim=letter)
-            )
         return outcomes
+
+
+class Endings:
+    """The ends of a batch's calls still to be written: many calls' ends in one transaction
+    instead of one per call (``DynamoDBLedger.finish``: 100 jobs per transaction).
+
+    Written when a lane ends (if no other write of them is under way) and, for the rest, when
+    all lanes of the phase ended, always before the batch's outcomes are decided. An end is
+    deferred only when (``_may_defer``) nothing else in the batch reads it (the request has no
+    max_errors, canary, rollout cap or region order) and the task's unknown outcome can be
+    settled: a holder that dies before the write leaves its jobs IN_PROGRESS under its lock,
+    and the next claimant recovers them (repeats the identical call or looks it up), so the
+    deferral widens what a crash leaves to recovery, never what runs twice.
+    """
+
+    def __init__(self, attempts: Attempts, scope: BatchScope) -> None:
+        self._attempts = attempts
+        self._scope = scope
+        self._lock = threading.Lock()
+        self._writing = threading.Lock()
+        self._pending: list[_Ended] = []
+        self._outcomes: list[JobOutcome] = []
+
+    def add(self, ended: _Ended) -> None:
+        with self._lock:
+            self._pending.append(ended)
+            full = sum(len(e.claims) for e in self._pending) >= MAX_TRANSACTION_ITEMS
+        if full:  # a transaction's worth: no reason to hold them longer
+            self.write(wait=False)
+
+    def write(self, *, wait: bool) -> None:
+        """Write what is pending. Without ``wait``, leave it to a write already under way (it
+        takes what was added meanwhile) or to the phase's last write."""
+        if not self._writing.acquire(blocking=wait):
+            return
+        try:
+            while True:
+                with self._lock:
+                    pending, self._pending = self._pending, []
+                if not pending:
+                    return
+                outcomes = self._attempts.record(pending, self._scope)
+                with self._lock:
+                    self._outcomes += outcomes
+        finally:
+            self._writing.release()
+
+    def outcomes(self) -> list[JobOutcome]:
+        """Every deferred job's outcome, once all of them were written."""
+        self.write(wait=True)
+        with self._lock:
+            return list(self._outcomes)
+
+
+def _may_defer(task: Task, claims: Sequence[Claim], scope: BatchScope) -> bool:
+    if not task.recoverable:
+        return False
+    for claim in claims:
+        view = scope.views.get(claim.job.request_id)
+        if view is not None and view.reacts_to_ends:
+            return False
+    return True
 
 
 def _ending_of(

@@ -106,16 +106,26 @@ class Completions:
         if record.state is not RequestState.FINISHED:
             # The finisher takes the announcement's lease in the same write (one write less
             # per request than finishing, then claiming).
-            lease = self._clock() + ANNOUNCE_LEASE_SECONDS if self.enabled else None
-            finished = self._requests.finish_request(record.request_id, announce_until=lease)
+            finished = self._requests.finish_request(
+                record.request_id, announce_until=self.announce_lease()
+            )
             if finished is None:
                 return None  # another worker finished it: it announces
-            logger.info("request finished", extra=completion_detail(finished))
-            if self.enabled:
-                self._announce_claimed(finished)
+            self.finished_here(finished)
             return finished
         self._announce(record)  # finished earlier: announced yet?
         return None
+
+    def announce_lease(self) -> float | None:
+        """The announcement's lease a finishing write takes (None: nothing to announce)."""
+        return self._clock() + ANNOUNCE_LEASE_SECONDS if self.enabled else None
+
+    def finished_here(self, finished: RequestRecord) -> None:
+        """Announce a request this caller finished, holding the lease ``announce_lease`` gave
+        (raises when the announcement could not go out, as ``settle`` does)."""
+        logger.info("request finished", extra=completion_detail(finished))
+        if self.enabled:
+            self._announce_claimed(finished)
 
     def _announce(self, finished: RequestRecord) -> None:
         if not self.enabled or finished.announced_at is not None:

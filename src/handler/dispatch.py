@@ -3,8 +3,9 @@
 Calls that share a rate key (account, region, API) form a *lane* and run one after another
 through that key's token bucket; lanes run concurrently in a bounded thread pool. For each call
 a lane checks it may start (lane not stopped, time left for a call of this task, its request
-still lets its jobs start), then hands it to ``handler.attempt`` (claim, call, record). A throttled
-call or a call that hit the deadline stops its lane: the rest of the lane is retried later
+still lets its jobs start), then hands it to ``handler.attempt`` (claim, call, record; ends nothing
+else waits for are written together, ``handler.attempt.Endings``). A throttled call or a call
+that hit the deadline stops its lane: the rest of the lane is retried later
 (``handler.lifecycle`` says when). Every job gets exactly one :class:`JobOutcome`.
 
 Jobs gated by a canary that is in the same batch run in a second phase, after it.
@@ -18,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from handler.attempt import Attempts, BatchScope, outcomes_for
+from handler.attempt import Attempts, BatchScope, Endings, outcomes_for
 from handler.deadline import Deadline
 from handler.exceptions import (
     CanaryPendingError,
@@ -96,9 +97,11 @@ class Dispatcher:
                     else:
                         runnable.append(job)
                 lanes = _lanes(runnable)
-                futures = [pool.submit(self._run_lane, lane, scope) for lane in lanes]
+                endings = Endings(self._attempts, scope)
+                futures = [pool.submit(self._run_lane, lane, scope, endings) for lane in lanes]
                 for future in futures:
                     outcomes.update((o.job.key, o) for o in future.result())
+                outcomes.update((o.job.key, o) for o in endings.outcomes())
 
             # Canaries (and everything not gated by one) first; the jobs a canary of this batch
             # gates, after it ended.
@@ -107,9 +110,16 @@ class Dispatcher:
             phase([j for j in jobs if j.key not in outcomes])
         return outcomes
 
-    def _run_lane(self, lane: _Lane, scope: BatchScope) -> list[JobOutcome]:
-        """Run one rate key's calls in order. The ledger is written call by call, so its round
+    def _run_lane(self, lane: _Lane, scope: BatchScope, endings: Endings) -> list[JobOutcome]:
+        """Run one rate key's calls in order. Claims are written call by call, and ends when
+        the lane is done (or call by call where the batch reads them), so the ledger's round
         trips overlap the other lanes' calls instead of forming phases of their own."""
+        try:
+            return self._run_calls(lane, scope, endings)
+        finally:
+            endings.write(wait=False)
+
+    def _run_calls(self, lane: _Lane, scope: BatchScope, endings: Endings) -> list[JobOutcome]:
         outcomes: list[JobOutcome] = []
         for task, planned in lane.calls:
             self._stop_if_late(lane, task, scope.deadline)
@@ -125,11 +135,11 @@ class Dispatcher:
                 outcomes += waiting
                 try:
                     for each in admitted:
-                        done = self._attempts.run(task, each, scope)
+                        done, errors = self._attempts.run(task, each, scope, endings)
                         outcomes += done
-                        for outcome in done:
-                            if isinstance(outcome.error, ThrottledError | DeadlineExceededError):
-                                lane.stop(outcome.error)
+                        for error in errors:
+                            if isinstance(error, ThrottledError | DeadlineExceededError):
+                                lane.stop(error)
                 finally:
                     if self._rollout is not None:
                         self._rollout.release(leases)

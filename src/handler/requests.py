@@ -244,6 +244,19 @@ class RequestView:
         return None
 
     @property
+    def reacts_to_ends(self) -> bool:
+        """True when a job's end changes what this batch may start for the request (max_errors,
+        a canary, a rollout cap or ramp, region order): its end is written, and seen, at once."""
+        return (
+            self._max_errors() is not None
+            or self._canary_key is not None
+            or self._canary is not None
+            or bool(self.region_order)
+            or self.max_concurrency is not None
+            or self.ramps
+        )
+
+    @property
     def cancelled(self) -> bool:
         return self._record is not None and self._record.cancelled
 
@@ -316,6 +329,21 @@ class RequestLedger(Protocol):
         key is in exactly one state's set) - and, for a request rolled region by region, add
         each key to its region's ended set (``regions``: job key -> region). Returns the
         record as written."""
+        ...
+
+    def count_and_finish(
+        self,
+        opening: RequestOpen,
+        endings: Mapping[str, JobState],
+        regions: Mapping[str, str] | None = None,
+        *,
+        announce_until: float | None = None,
+    ) -> RequestRecord | None:
+        """``count_ended`` and ``finish_request`` in one write, for endings that complete the
+        request for certain: the record (if any) expects no more targets than these keys and
+        is not finished. The record if this call counted and finished it; None, having written
+        nothing, when the record says otherwise or the endings are of several states (their
+        counting takes more than one write): count them with ``count_ended`` then."""
         ...
 
     def finish_request(

@@ -162,6 +162,36 @@ class DynamoDBRequests:
             item = self._update(opening.request_id, expression, values)
         return request_from_item(item)
 
+    def count_and_finish(
+        self,
+        opening: RequestOpen,
+        endings: Mapping[str, JobState],
+        regions: Mapping[str, str] | None = None,
+        *,
+        announce_until: float | None = None,
+    ) -> RequestRecord | None:
+        now = self._clock()
+        (expression, values), later = counting_updates(opening, endings, now, regions or {})
+        if later or not 0 < opening.expected <= len(endings):
+            return None
+        # The record created or kept running becomes finished in the same write; the condition
+        # is what finish_request's is, plus "no more targets expected than these keys".
+        running = "#state = if_not_exists(#state, :running)"
+        finishing = "#state = :finished, finished_at = :now"
+        if announce_until is not None:
+            finishing += ", announcing_until = :until"
+            values[":until"] = n(announce_until)
+        values.update({":finished": s(RequestState.FINISHED), ":these": n(len(endings))})
+        del values[":running"]
+        item = self._table.update(
+            request_key(opening.request_id),
+            expression.replace(running, finishing, 1),
+            values,
+            condition="(attribute_not_exists(#state) OR #state <> :finished) AND "
+            "(attribute_not_exists(expected) OR expected <= :these)",
+        )
+        return request_from_item(item) if item is not None else None
+
     def finish_request(
         self, request_id: str, *, announce_until: float | None = None
     ) -> RequestRecord | None:

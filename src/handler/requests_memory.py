@@ -30,7 +30,7 @@ class InMemoryRequests:
         self._expansions: dict[str, StoredExpansion] = {}
         self._slots: dict[str, dict[str, float]] = {}  # rollout leases: key -> until
         self._started: dict[str, set[str]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # count_and_finish counts and finishes under it
 
     def requests(self, request_ids: Sequence[str]) -> dict[str, RequestRecord]:
         with self._lock:
@@ -82,6 +82,28 @@ class InMemoryRequests:
             )
             self._records[opening.request_id] = record
             return record
+
+    def count_and_finish(
+        self,
+        opening: RequestOpen,
+        endings: Mapping[str, JobState],
+        regions: Mapping[str, str] | None = None,
+        *,
+        announce_until: float | None = None,
+    ) -> RequestRecord | None:
+        with self._lock:
+            found = self._records.get(opening.request_id)
+            if (
+                len(set(endings.values())) > 1
+                or opening.expected > len(endings)
+                or (
+                    found is not None
+                    and (found.state is RequestState.FINISHED or found.expected > len(endings))
+                )
+            ):
+                return None
+            self.count_ended(opening, endings, regions)
+            return self.finish_request(opening.request_id, announce_until=announce_until)
 
     def finish_request(
         self, request_id: str, *, announce_until: float | None = None

@@ -121,8 +121,7 @@ class RequestTracker:
                 if job.key in states
             }
             try:
-                record = self._requests.count_ended(opening, states, regions)
-                finished = self._completions.settle(record)
+                finished = self._count(opening, states, regions)
                 if finished is not None:
                     metrics.count(f"Requests{finished.outcome.capitalize()}", finished.task)
             except ConfigurationError:
@@ -134,6 +133,22 @@ class RequestTracker:
                 )
                 failed += [item.message.message_id for item in items]
         return failed
+
+    def _count(
+        self, opening: RequestOpen, states: Mapping[str, JobState], regions: Mapping[str, str]
+    ) -> RequestRecord | None:
+        """Count the ends and settle the request; the record if this call finished it. Ends
+        that are every target of the request (a request in one message, ended in one delivery)
+        are counted and finished in one write."""
+        if 0 < opening.expected <= len(states):
+            finished = self._requests.count_and_finish(
+                opening, states, regions, announce_until=self._completions.announce_lease()
+            )
+            if finished is not None:
+                self._completions.finished_here(finished)
+                return finished
+        record = self._requests.count_ended(opening, states, regions)
+        return self._completions.settle(record)
 
     def note_republished(self, message: Message, envelope: Envelope) -> None:
         """Nothing runs again, and the request record says so plainly (``fanout status``)."""

@@ -36,7 +36,7 @@ from handler.exceptions import (
     TransientError,
 )
 from handler.execute import CallRunner
-from handler.ledger import JobState, Ledger
+from handler.ledger import Ending, JobState, Ledger
 from handler.ledger_memory import InMemoryLedger
 from handler.outcome import JobOutcome, Result
 from handler.ratelimit import RateLimiter
@@ -443,6 +443,70 @@ def test_every_outcome_is_recorded_in_the_ledger() -> None:
         good.key: (JobState.SUCCEEDED, f"I-{ACCOUNT_A}-{DIST_1}"),
         bad.key: (JobState.FAILING, None),
     }
+
+
+class CountingLedger(InMemoryLedger):
+    """Counts the ledger writes that record ends (one per ``finish``: one transaction)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finishes: list[int] = []
+
+    def finish(self, endings: Sequence[Ending]) -> list[bool]:
+        self.finishes.append(len(endings))
+        return super().finish(endings)
+
+
+def test_ends_nothing_in_the_batch_reads_are_written_in_one_write_per_lane() -> None:
+    """GIVEN three invalidations of one account (one lane: three calls, one after another) of a
+    request without max_errors, canary or rollout
+    WHEN they are dispatched
+    THEN their three ends are written together (one ledger write of 3, not three of 1), and
+    each job succeeded and is recorded so."""
+    ledger = CountingLedger()
+    jobs = [invalidation("req-1", ACCOUNT_A, f"E{n}EXAMPLE", index=n) for n in range(3)]
+    view = RequestView(None, envelope_of("req-1", "{}", targets=3))
+
+    outcomes = dispatch(FakeSessions(), jobs, ledger=ledger, views={"req-1": view})
+
+    assert ledger.finishes == [3]
+    assert states(outcomes) == {job.key: Result.SUCCEEDED for job in jobs}
+    assert {r.state for r in ledger.jobs("req-1")} == {JobState.SUCCEEDED}
+
+
+def test_ends_the_batch_reads_are_written_call_by_call() -> None:
+    """GIVEN the same lane, for a request with max_errors (a failure must hold back the rest of
+    the batch as soon as it is recorded)
+    WHEN it is dispatched
+    THEN each call's end is written on its own, before the next call starts."""
+    ledger = CountingLedger()
+    jobs = [invalidation("req-1", ACCOUNT_A, f"E{n}EXAMPLE", index=n) for n in range(3)]
+    view = RequestView(None, envelope_of("req-1", '{"max_errors": 1}', targets=3))
+
+    dispatch(FakeSessions(), jobs, ledger=ledger, views={"req-1": view})
+
+    assert ledger.finishes == [1, 1, 1]
+
+
+class UnwritableEnds(InMemoryLedger):
+    def finish(self, endings: Sequence[Ending]) -> list[bool]:
+        raise client_error("InternalServerError", 500, "TransactWriteItems")
+
+
+def test_deferred_ends_that_cannot_be_written_have_not_ended() -> None:
+    """GIVEN a lane of three successful calls whose ends the ledger then fails to write
+    WHEN they are dispatched
+    THEN every job is RETRY with the reason (succeeded but not recorded), never SUCCEEDED:
+    the next delivery recovers them (the identical call, CallerReference and all)."""
+    jobs = [invalidation("req-1", ACCOUNT_A, f"E{n}EXAMPLE", index=n) for n in range(3)]
+
+    outcomes = dispatch(FakeSessions(), jobs, ledger=UnwritableEnds())
+
+    assert states(outcomes) == {job.key: Result.RETRY for job in jobs}
+    assert all(
+        isinstance(o.error, TransientError) and "not recorded in the ledger" in o.error.reason
+        for o in outcomes.values()
+    )
 
 
 class BrokenLedger(InMemoryLedger):

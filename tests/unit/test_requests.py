@@ -89,6 +89,79 @@ def test_a_complete_request_is_finished_exactly_once(requests: RequestLedger) ->
     assert (first.state, first.outcome) == (RequestState.FINISHED, "failed")
 
 
+def test_every_target_ended_at_once_is_counted_and_finished_in_one_write(
+    requests: RequestLedger,
+) -> None:
+    """GIVEN a request nobody has seen, whose three targets all succeeded in one delivery
+    WHEN they are counted and finished together, and a duplicate delivery does the same
+    THEN the first call gets the finished record (3 succeeded, the announcement's lease held:
+    nobody else may claim it), the duplicate gets None and changes nothing."""
+    ends = {key(n): JobState.SUCCEEDED for n in (1, 2, 3)}
+
+    first = requests.count_and_finish(OPENING, ends, announce_until=2_000_000_000.0)
+    again = requests.count_and_finish(OPENING, ends, announce_until=2_000_000_000.0)
+
+    assert first is not None
+    assert (first.state, first.outcome, first.count(JobState.SUCCEEDED)) == (
+        RequestState.FINISHED,
+        "succeeded",
+        3,
+    )
+    assert again is None
+    assert requests.claim_announcement("req-1", lease_until=2_000_000_001.0) is None
+    assert requests.requests(["req-1"])["req-1"].count(JobState.SUCCEEDED) == 3
+
+
+@pytest.mark.parametrize(
+    ("before", "ends"),
+    [
+        pytest.param({}, {1: JobState.SUCCEEDED, 2: JobState.SUCCEEDED}, id="fewer-than-expected"),
+        pytest.param(
+            {}, {1: JobState.SUCCEEDED, 2: JobState.FAILED, 3: JobState.SUCCEEDED}, id="two-states"
+        ),
+        pytest.param(
+            {1: JobState.SUCCEEDED, 2: JobState.SUCCEEDED, 3: JobState.SUCCEEDED},
+            {1: JobState.SUCCEEDED, 2: JobState.SUCCEEDED, 3: JobState.SUCCEEDED},
+            id="finished-already",
+        ),
+    ],
+)
+def test_ends_that_do_not_complete_the_request_for_certain_are_not_finished_in_one_write(
+    requests: RequestLedger, before: dict[int, JobState], ends: dict[int, JobState]
+) -> None:
+    """GIVEN ends that are not every target, or of two states (counted in two writes), or of
+    a request finished already
+    WHEN they are offered to count_and_finish
+    THEN it answers None and writes nothing: the caller counts them the usual way."""
+    if before:
+        requests.count_ended(OPENING, {key(n): state for n, state in before.items()})
+        assert requests.finish_request("req-1") is not None
+    seen = requests.requests(["req-1"]).get("req-1")
+
+    answer = requests.count_and_finish(OPENING, {key(n): state for n, state in ends.items()})
+
+    assert answer is None
+    assert requests.requests(["req-1"]).get("req-1") == seen
+
+
+def test_a_record_expecting_more_targets_is_not_finished_by_fewer(
+    requests: RequestLedger,
+) -> None:
+    """GIVEN a record opened by a part stating 3 targets
+    WHEN a message stating 2 targets (a re-publish of fewer) offers both of its ends
+    THEN nothing is finished: the record still expects 3."""
+    requests.count_ended(OPENING, {})
+    smaller = RequestOpen("req-1", "ssm.send_command", expected=2, options={}, publisher="AIDAOPS")
+
+    answer = requests.count_and_finish(
+        smaller, {key(1): JobState.SUCCEEDED, key(2): JobState.SUCCEEDED}
+    )
+
+    assert answer is None
+    record = requests.requests(["req-1"])["req-1"]
+    assert (record.state, record.ended_total) == (RequestState.RUNNING, 0)
+
+
 def test_a_cancelled_request_finishes_as_cancelled(requests: RequestLedger) -> None:
     """GIVEN a running request WHEN it is cancelled and its other targets end cancelled
     THEN it finishes as cancelled."""
