@@ -77,6 +77,7 @@ def _summary(host: Host, before: set[str], seconds: float) -> dict[str, Any]:
     per_path = Counter(path for row in created for path in row[5])
     return {
         "seconds": seconds,
+        "emulator_cpu_seconds": host.cpu_since_reset(),
         "assume_role": calls.count("AssumeRole"),
         "create_invalidation": calls.count("CreateInvalidation"),
         "create_invalidation_throttled": calls.count("CreateInvalidation", outcome="throttled"),
@@ -414,7 +415,8 @@ def run(host: Host, org: Organisation, *, quick: bool) -> Result:
         f"{entries} entries ({messages} msgs x {accounts} accts, "
         f"{accounts * len(org.targets[0].distribution_ids)} distributions). "
         f"worker {worker['seconds']:.2f} s: {worker['assume_role']} AssumeRole, "
-        f"{worker['create_invalidation']} CreateInvalidation, {worker['api_calls']} calls; "
+        f"{worker['create_invalidation']} CreateInvalidation, {worker['api_calls']} calls, "
+        f"emulator CPU {worker['emulator_cpu_seconds']:.1f} s; "
         f"lanes {phases['lanes']:.2f} s wall, in them ledger claims {phases['claim']:.2f} s "
         f"and outcome writes {phases['record']:.2f} s summed over threads; "
         f"baseline {base['seconds']:.2f} s: {base['assume_role']} AssumeRole, "

@@ -130,6 +130,7 @@ def _variant(
     children = [spawn_worker(args, env) for _ in range(processes)]
     reports = [worker_report(child, time_limit + 60) for child in children]
     wall = time.perf_counter() - started
+    emulator_cpu = host.cpu_since_reset()
     stats = host.stats()
     calls = ApiCalls.from_stats(stats)
     line = stats["timelines"].get(API, {})
@@ -147,6 +148,7 @@ def _variant(
         "handler": handler,
         "rate_limit": rate,
         "wall_seconds": wall,
+        "emulator_cpu_seconds": emulator_cpu,
         "quota_span_seconds": span,
         "achieved_per_second": achieved,
         "goodput": achieved / (QUOTA * len(org.account_ids)),
@@ -176,7 +178,12 @@ def _line(v: dict[str, Any]) -> str:
 def _shared_bucket(own: dict[str, Any], split: dict[str, Any]) -> dict[str, Any]:
     """Would a bucket shared by all instances (in DynamoDB) pay? The numbers, and a verdict."""
     extra = split["send_command_requests"]  # one conditional write per call to take a token
-    ledger = split["api_calls_by_operation"].get("dynamodb:UpdateItem", 0)
+    by_operation = split["api_calls_by_operation"]
+    ledger = sum(
+        n
+        for op, n in by_operation.items()
+        if op in ("dynamodb:UpdateItem", "dynamodb:TransactWriteItems")
+    )
     active = sum(1 for r in split["instances"] if r.get("invocations"))
     cost = (
         f"A shared DynamoDB bucket costs one conditional write per call ({extra} here, "

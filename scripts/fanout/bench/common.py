@@ -129,6 +129,17 @@ class Host:
         the latency added to every request (none unless given)."""
         body = {"quotas": {k: list(v) for k, v in (quotas or {}).items()}, "latency_ms": latency_ms}
         self._admin("reset", body)
+        self._cpu_mark = self.cpu_seconds()
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, all threads) the emulator host has used so far: beside a
+        round's wall time it tells a limit of the machine's emulator from one of the design."""
+        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def cpu_since_reset(self) -> float:
+        return self.cpu_seconds() - getattr(self, "_cpu_mark", 0.0)
 
     def calls(self) -> ApiCalls:
         return ApiCalls.from_stats(self._admin("stats"))
