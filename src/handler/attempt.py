@@ -37,7 +37,7 @@ from handler.requests import RequestView
 from handler.telemetry import BatchMetrics
 from tasks.base import Call, Job, Task, TaskResult
 
-__all__ = ["Attempts", "BatchScope", "Endings", "outcomes_for"]
+__all__ = ["Attempts", "BatchScope", "CallEnd", "Endings", "outcomes_for"]
 
 logger = Logger(child=True)
 
@@ -65,7 +65,7 @@ class _Work:
 
 
 @dataclass(frozen=True, slots=True)
-class _Ended:
+class CallEnd:
     """A call that ended, and the claims whose end is still to be written."""
 
     claims: Sequence[Claim]
@@ -113,7 +113,7 @@ class Attempts:
                 state, result = _ending(outcome.result, outcome.error)
             if outcome.error is not None:
                 errors.append(outcome.error)
-            ended = _Ended(each.claims, outcome, (state, result))
+            ended = CallEnd(each.claims, outcome, (state, result))
             if endings is not None and _may_defer(task, each.claims, scope):
                 endings.add(ended)
             else:
@@ -165,7 +165,7 @@ class Attempts:
         times = [c.previous.created_at for c in claims if c.previous and c.previous.created_at]
         return min(times) if times else self._clock() - _UNKNOWN_START_LOOKBACK_S
 
-    def record(self, ended: Sequence[_Ended], scope: BatchScope) -> list[JobOutcome]:
+    def record(self, ended: Sequence[CallEnd], scope: BatchScope) -> list[JobOutcome]:
         """Write the calls' ends for each of their jobs (one transaction per 100 jobs); a job
         whose end cannot be written has not ended."""
         endings = [
@@ -228,10 +228,10 @@ class Endings:
         self._scope = scope
         self._lock = threading.Lock()
         self._writing = threading.Lock()
-        self._pending: list[_Ended] = []
+        self._pending: list[CallEnd] = []
         self._outcomes: list[JobOutcome] = []
 
-    def add(self, ended: _Ended) -> None:
+    def add(self, ended: CallEnd) -> None:
         with self._lock:
             self._pending.append(ended)
             full = sum(len(e.claims) for e in self._pending) >= MAX_TRANSACTION_ITEMS

@@ -171,21 +171,16 @@ class DynamoDBRequests:
         announce_until: float | None = None,
     ) -> RequestRecord | None:
         now = self._clock()
-        (expression, values), later = counting_updates(opening, endings, now, regions or {})
+        (expression, values), later = counting_updates(
+            opening, endings, now, regions or {}, finish=True, announce_until=announce_until
+        )
         if later or not 0 < opening.expected <= len(endings):
             return None
-        # The record created or kept running becomes finished in the same write; the condition
-        # is what finish_request's is, plus "no more targets expected than these keys".
-        running = "#state = if_not_exists(#state, :running)"
-        finishing = "#state = :finished, finished_at = :now"
-        if announce_until is not None:
-            finishing += ", announcing_until = :until"
-            values[":until"] = n(announce_until)
-        values.update({":finished": s(RequestState.FINISHED), ":these": n(len(endings))})
-        del values[":running"]
+        # The condition is finish_request's, plus "no more targets expected than these keys".
+        values[":these"] = n(len(endings))
         item = self._table.update(
             request_key(opening.request_id),
-            expression.replace(running, finishing, 1),
+            expression,
             values,
             condition="(attribute_not_exists(#state) OR #state <> :finished) AND "
             "(attribute_not_exists(expected) OR expected <= :these)",
@@ -341,16 +336,22 @@ def part_sk(part: int) -> str:
     return f"{PART_SK}{part:05d}"
 
 
-def opening_sets(opening: RequestOpen, now: float) -> tuple[list[str], dict[str, Any]]:
+def opening_sets(
+    opening: RequestOpen, now: float, *, finish: bool = False, announce_until: float | None = None
+) -> tuple[list[str], dict[str, Any]]:
     """What any update of a request sets: the record as the first message describes it (kept
-    when it exists: ``if_not_exists``), so the first writer - whichever it is - creates it."""
+    when it exists: ``if_not_exists``), so the first writer - whichever it is - creates it.
+    With ``finish``, the write also finishes it (and takes the announcement's lease until
+    ``announce_until``), as ``finish_request`` would."""
     sets = [
         "task = if_not_exists(task, :task)",
         "expected = if_not_exists(expected, :expected)",
         "options = if_not_exists(options, :options)",
         "publisher = if_not_exists(publisher, :publisher)",
         "created_at = if_not_exists(created_at, :now)",
-        "#state = if_not_exists(#state, :running)",
+        "#state = :finished, finished_at = :now"
+        if finish
+        else "#state = if_not_exists(#state, :running)",
         "updated_at = :now",
         "expires_at = :ttl",
     ]
@@ -360,9 +361,15 @@ def opening_sets(opening: RequestOpen, now: float) -> tuple[list[str], dict[str,
         ":options": s(json.dumps(dict(opening.options), sort_keys=True)),
         ":publisher": s(opening.publisher or "-"),
         ":now": n(now),
-        ":running": s(RequestState.RUNNING),
         ":ttl": expires(now),
     }
+    if finish:
+        values[":finished"] = s(RequestState.FINISHED)
+        if announce_until is not None:
+            sets.append("announcing_until = :until")
+            values[":until"] = n(announce_until)
+    else:
+        values[":running"] = s(RequestState.RUNNING)
     if opening.canary_key:
         sets.append("canary_key = if_not_exists(canary_key, :canary)")
         values[":canary"] = s(opening.canary_key)
@@ -380,13 +387,16 @@ def counting_updates(
     endings: Mapping[str, JobState],
     now: float,
     regions: Mapping[str, str] | None = None,
+    *,
+    finish: bool = False,
+    announce_until: float | None = None,
 ) -> tuple[Update, list[Update]]:
     """The updates that count ``endings``: ADD each key to its state's set and DELETE it from
     the others'. An attribute can be named once per update, so keys leaving a set this update
     also adds to are removed by a later update (the union of the sets never counts a key twice
     in between). With ``regions`` (job key -> region), each key is also ADDed to its region's
     ended set, which only grows (a key moving between states stays ended)."""
-    sets, values = opening_sets(opening, now)
+    sets, values = opening_sets(opening, now, finish=finish, announce_until=announce_until)
     by_state: dict[JobState, set[str]] = {}
     by_region: dict[str, set[str]] = {}
     for key, state in endings.items():
