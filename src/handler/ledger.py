@@ -212,6 +212,13 @@ class Ledger(Protocol):
         coalesced call each granted job's attempt belongs to; it is recorded with the claim."""
         ...
 
+    def release(self, claims: Sequence[Claim]) -> None:
+        """Undo granted claims whose call never started (a lane claimed ahead and then
+        stopped): each job is as it was before its claim - no record, or its state (an
+        expired IN_PROGRESS as UNCERTAIN), attempts, recorded call and may_have_run. A claim
+        that is no longer ours is left alone."""
+        ...
+
     def record_calls(self, claims: Sequence[Claim], calls: Mapping[str, CallRecord]) -> None:
         """Re-point held claims at the calls they were re-planned into."""
         ...

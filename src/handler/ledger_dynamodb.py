@@ -74,28 +74,45 @@ class DynamoDBLedger:
         for chunk in chunks(jobs, _CLAIMS_PER_TRANSACTION):
             tokens = {job.key: uuid.uuid4().hex for job in chunk}
 
+            def decide(job: Job, found: JobRecord | None) -> Decision:
+                return claim_decision(found, now, redriven=job.redriven)
+
             def write(
                 job: Job, seen: JobRecord | None, tokens: Mapping[str, str] = tokens
             ) -> _Write:
                 op = items.claim_update(
-                    table, job, seen, token=tokens[job.key], call=calls.get(job.key), **claiming
+                    table,
+                    job,
+                    seen,
+                    token=tokens[job.key],
+                    call=calls.get(job.key),
+                    recovering=_recovering(job, seen, now),
+                    **claiming,
                 )
                 return _Write(job, op, seen)
-
-            def decide(job: Job, found: JobRecord | None) -> Decision:
-                return claim_decision(found, now, redriven=job.redriven)
 
             refs = {calls[j.key].ref: calls[j.key] for j in chunk if j.key in calls}
             extra = [items.call_put(table, call, now) for call in refs.values()]
             for job, decision, seen in _rounds(self._table, chunk, write, decide, extra=extra):
                 if decision in _GOES_AHEAD:
                     record = items.claimed_record(
-                        job, seen, token=tokens[job.key], call=calls.get(job.key), **claiming
+                        job,
+                        seen,
+                        token=tokens[job.key],
+                        call=calls.get(job.key),
+                        recovering=decision is Decision.RECOVER,
+                        **claiming,
                     )
                     answers[job.key] = Claim(job, decision, record, previous=seen)
                 else:
                     answers[job.key] = Claim(job, decision, seen)
         return [answers[job.key] for job in jobs]
+
+    def release(self, claims: Sequence[Claim]) -> None:
+        now, table = self._clock(), self._table.name
+        for chunk in chunks(claims, MAX_TRANSACTION_ITEMS):
+            # A claim that is no longer ours is left as it is: its job is someone else's now.
+            self._table.write_all([items.release_op(table, c, now) for c in chunk])
 
     def record_calls(self, claims: Sequence[Claim], calls: Mapping[str, CallRecord]) -> None:
         now, table = self._clock(), self._table.name
@@ -187,6 +204,10 @@ class DynamoDBLedger:
         return sorted_records(
             [items.job_record(i) for i in found if not i["sk"]["S"].startswith("#")]
         )
+
+
+def _recovering(job: Job, seen: JobRecord | None, now: float) -> bool:
+    return seen is not None and claim_decision(seen, now, redriven=job.redriven) is Decision.RECOVER
 
 
 def _rounds(

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from handler.dynamo import Item, expires, n, read_bool, read_n, read_s, s, update_request
-from handler.ledger import CallRecord, Ending, JobRecord, JobState, detail_json
+from handler.ledger import CallRecord, Claim, Ending, JobRecord, JobState, detail_json
 from tasks.base import Job
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "letter_update",
     "message_key",
     "record_call_update",
+    "release_op",
 ]
 
 CALL_PK: Final = "call#"
@@ -122,7 +123,11 @@ def claim_update(
     lock_until: float,
     token: str,
     call: CallRecord | None,
+    recovering: bool = False,
 ) -> dict[str, Any]:
+    """Claim ``job`` (conditional on ``seen``), recording the call its attempt belongs to. A
+    recovery keeps the recorded call: that is the call which may have taken effect, and the one
+    a later recovery must repeat identically if this one dies too."""
     sets, values = _identity(job, now)
     sets += [
         "#state = :in_progress",
@@ -142,7 +147,9 @@ def claim_update(
         }
     )
     removes = ["ending"]
-    if call is not None:
+    if recovering:
+        pass  # the call that may have run stays the one recovery repeats
+    elif call is not None:
         sets.append("call_ref = :ref")
         values[":ref"] = s(call.ref)
     else:
@@ -158,8 +165,13 @@ def claimed_record(
     lock_until: float,
     token: str,
     call: CallRecord | None,
+    recovering: bool = False,
 ) -> JobRecord:
     """The record a successful ``claim_update`` left (without reading it back)."""
+    if recovering:
+        call_ref = previous.call_ref if previous else None
+    else:
+        call_ref = call.ref if call else None
     return JobRecord(
         request_id=job.request_id,
         job_key=job.key,
@@ -172,8 +184,41 @@ def claimed_record(
         updated_at=now,
         lock_expires=lock_until,
         claim_token=token,
-        call_ref=call.ref if call else None,
+        call_ref=call_ref,
     )
+
+
+def release_op(table: str, claim: Claim, now: float) -> dict[str, Any]:
+    """Undo a claim whose call never started (``Ledger.release``), conditional on the claim
+    still being ours and in progress. A claim made against a record it read gives the record
+    back: its state (an expired IN_PROGRESS as the UNCERTAIN it was), attempts, recorded call and
+    may_have_run. The cheap first claim ("new or RETRY") read nothing: the job becomes RETRY
+    with one attempt less - known not to have run - keeping what a RETRY had."""
+    values: dict[str, Any] = {":token": s(claim.token), ":in_progress": s(JobState.IN_PROGRESS)}
+    condition = "claim_token = :token AND #state = :in_progress"
+    previous = claim.previous
+    removes = ["claim_token", "lock_expires"]
+    if previous is None:
+        sets = ["#state = :state", "attempts = attempts - :one", "updated_at = :now"]
+        values.update({":state": s(JobState.RETRY), ":one": {"N": "1"}, ":now": n(now)})
+        removes.append("call_ref")
+        return _update(table, claim.job, sets, removes, values, condition=condition)
+    state = JobState.UNCERTAIN if previous.state is JobState.IN_PROGRESS else previous.state
+    sets = ["#state = :state", "attempts = :attempts", "may_have_run = :mhr", "updated_at = :now"]
+    values.update(
+        {
+            ":state": s(state),
+            ":attempts": {"N": str(previous.attempts)},
+            ":mhr": {"BOOL": previous.may_have_run},
+            ":now": n(now),
+        }
+    )
+    if previous.call_ref:
+        sets.append("call_ref = :ref")
+        values[":ref"] = s(previous.call_ref)
+    else:
+        removes.append("call_ref")
+    return _update(table, claim.job, sets, removes, values, condition=condition)
 
 
 def record_call_update(table: str, job: Job, *, ref: str, token: str) -> dict[str, Any]:

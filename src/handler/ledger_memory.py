@@ -83,12 +83,34 @@ class InMemoryLedger:
                     job, previous, now=now, lock_until=lock_until, token=uuid.uuid4().hex
                 )
                 call = calls.get(job.key)
-                if call is not None:
+                if decision is Decision.RECOVER:
+                    # The call that may have run stays the one a recovery repeats.
+                    record = replace(record, call_ref=previous.call_ref if previous else None)
+                elif call is not None:
                     self._calls[call.ref] = call
                     record = replace(record, call_ref=call.ref)
                 self._records[(job.request_id, job.key)] = record
                 answers.append(Claim(job, decision, record, previous))
         return answers
+
+    def release(self, claims: Sequence[Claim]) -> None:
+        now = self._clock()
+        with self._lock:
+            for claim in claims:
+                current = self._current(claim)
+                if current is None or current.state is not JobState.IN_PROGRESS:
+                    continue
+                # As ``ledger_items.release_op``: a job new to the ledger becomes RETRY with
+                # no attempt (the DynamoDB claim's cheap first try reads nothing to restore).
+                previous = claim.previous or replace(
+                    current, state=JobState.RETRY, attempts=current.attempts - 1, call_ref=None
+                )
+                state = previous.state
+                if state is JobState.IN_PROGRESS:
+                    state = JobState.UNCERTAIN
+                self._records[self._key(claim)] = replace(
+                    previous, state=state, updated_at=now, lock_expires=None, claim_token=None
+                )
 
     def record_calls(self, claims: Sequence[Claim], calls: Mapping[str, CallRecord]) -> None:
         with self._lock:

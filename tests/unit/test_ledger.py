@@ -403,3 +403,90 @@ def test_a_results_detail_is_kept_with_the_job(make_ledger: Callable[[Clock], Le
 
     [record] = ledger.jobs("req-1")
     assert record.detail == {"distribution_id": "E1"}
+
+
+# --- claims taken ahead and released -----------------------------------------------------------
+
+
+def test_a_released_new_job_is_as_if_never_claimed(make_ledger: Callable[[Clock], Ledger]) -> None:
+    """GIVEN a new job claimed ahead WHEN its claim is released (its call never started)
+    THEN it is RETRY with no attempt and no lock, and the next claim is fresh, attempt 1."""
+    clock = Clock()
+    ledger = make_ledger(clock)
+    ledger.release([claim_one(ledger, clock)])
+
+    [record] = ledger.jobs("req-1")
+    assert (record.state, record.attempts, record.claim_token, record.lock_expires) == (
+        JobState.RETRY,
+        0,
+        None,
+        None,
+    )
+    again = claim_one(ledger, clock)
+    assert (again.decision, again.record.attempts if again.record else None) == (
+        Decision.FRESH,
+        1,
+    )
+
+
+def test_a_released_retry_is_a_retry_again(make_ledger: Callable[[Clock], Ledger]) -> None:
+    """GIVEN a job that ended RETRY once WHEN it is claimed ahead and released
+    THEN it is RETRY with its attempts and reason as before, unlocked, and claimable fresh."""
+    clock = Clock()
+    ledger = make_ledger(clock)
+    end(ledger, claim_one(ledger, clock), JobState.RETRY, error="throttled")
+    clock.now += 1
+
+    ledger.release([claim_one(ledger, clock)])
+
+    [record] = ledger.jobs("req-1")
+    assert (record.state, record.attempts, record.last_error) == (JobState.RETRY, 1, "throttled")
+    assert (record.claim_token, record.lock_expires) == (None, None)
+    assert claim_one(ledger, clock).decision is Decision.FRESH
+
+
+def test_a_released_recovery_keeps_the_call_that_may_have_run(
+    make_ledger: Callable[[Clock], Ledger],
+) -> None:
+    """GIVEN two jobs of a coalesced call whose holder died (the call may have run)
+    WHEN they are claimed for recovery as part of another planned call, then released
+    THEN they are UNCERTAIN, still pointing at the first call, and the next claim recovers it."""
+    clock = Clock()
+    ledger = make_ledger(clock)
+    first = CallRecord("ref-1", "cloudfront.invalidate", "111111111111", "us-east-1", {"p": 1})
+    other = CallRecord("ref-2", "cloudfront.invalidate", "111111111111", "us-east-1", {"p": 2})
+    jobs = [job("k1"), job("k2")]
+    ledger.claim(jobs, lock_until=clock.now + 5, calls={"k1": first, "k2": first})
+    clock.now += 6
+
+    taken = ledger.claim(jobs, lock_until=clock.now + 5, calls={"k1": other, "k2": other})
+    assert {c.decision for c in taken} == {Decision.RECOVER}
+    assert {c.record.call_ref for c in taken if c.record} == {"ref-1"}
+    ledger.release(taken)
+
+    records = ledger.jobs("req-1")
+    assert {(r.state, r.call_ref, r.attempts) for r in records} == {
+        (JobState.UNCERTAIN, "ref-1", 1)
+    }
+    again = ledger.claim(jobs, lock_until=clock.now + 5)
+    assert {(c.decision, c.previous.call_ref if c.previous else None) for c in again} == {
+        (Decision.RECOVER, "ref-1")
+    }
+
+
+def test_a_release_leaves_a_claim_that_is_no_longer_ours(
+    make_ledger: Callable[[Clock], Ledger],
+) -> None:
+    """GIVEN a claim whose lock expired and that another invocation took over
+    WHEN the first holder releases it THEN the new holder's claim stands."""
+    clock = Clock()
+    ledger = make_ledger(clock)
+    stale = claim_one(ledger, clock, lock=5)
+    clock.now += 6
+    current = claim_one(ledger, clock)
+
+    ledger.release([stale])
+
+    [record] = ledger.jobs("req-1")
+    assert (record.state, record.claim_token) == (JobState.IN_PROGRESS, current.token)
+    assert end(ledger, current, JobState.SUCCEEDED)
