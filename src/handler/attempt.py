@@ -37,12 +37,15 @@ from handler.requests import RequestView
 from handler.telemetry import BatchMetrics
 from tasks.base import Call, Job, Task, TaskResult
 
-__all__ = ["Attempts", "BatchScope", "CallEnd", "Endings", "outcomes_for"]
+__all__ = ["Attempts", "BatchScope", "CallEnd", "ClaimsAhead", "Endings", "outcomes_for"]
 
 logger = Logger(child=True)
 
 # What a recovery looks back over when no first claim time is known (a record past its TTL).
 _UNKNOWN_START_LOOKBACK_S = 24 * 3600.0
+# Jobs a lane claims ahead at once: one transaction's worth (each job's item and, at most as
+# many again, the coalesced calls' records).
+_CLAIM_AHEAD_JOBS = MAX_TRANSACTION_ITEMS // 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +85,22 @@ class Attempts:
         self._clock = clock
 
     def run(
-        self, task: Task, call: Call, scope: BatchScope, endings: Endings | None = None
+        self,
+        task: Task,
+        call: Call,
+        scope: BatchScope,
+        endings: Endings | None = None,
+        ahead: ClaimsAhead | None = None,
     ) -> tuple[list[JobOutcome], list[FanoutError]]:
         """Claim, run and record one planned call: one outcome per job of it (those whose end
-        ``endings`` writes later come from it), and the errors its calls ended with."""
+        ``endings`` writes later come from it), and the errors its calls ended with. The claims
+        come from ``ahead`` when its lane claimed them before."""
         try:
-            claims = self._ledger.claim(
-                call.jobs, lock_until=scope.lock_until, calls=_recorded(task, call)
-            )
+            claims = ahead.claims_for(call) if ahead is not None else None
+            if claims is None:
+                claims = self._ledger.claim(
+                    call.jobs, lock_until=scope.lock_until, calls=_recorded(task, call)
+                )
         except ConfigurationError:
             raise
         except Exception as exc:  # noqa: BLE001 - a ledger outage: nothing started, try later
@@ -119,6 +130,10 @@ class Attempts:
             else:
                 outcomes += self.record([ended], scope)
         return outcomes, errors
+
+    def claims_ahead(self, calls: Sequence[tuple[Task, Call]], scope: BatchScope) -> ClaimsAhead:
+        """The claims a lane of ``calls`` takes ahead (none unless it is a plain lane)."""
+        return ClaimsAhead(self._ledger, calls, scope)
 
     def _fresh(self, task: Task, call: Call, fresh: list[Claim], claimed: int) -> list[_Work]:
         if len(fresh) == claimed:
@@ -210,6 +225,82 @@ class Attempts:
         return outcomes
 
 
+class ClaimsAhead:
+    """A lane's claims taken ahead: when its first call starts, the jobs of its next calls are
+    claimed with it in one transaction (up to 50 jobs; the next window when those are used),
+    instead of one claim write per call.
+
+    Only for a plain lane (``_may_claim_ahead``): every task's unknown outcome can be settled,
+    no dry run, and nothing in the batch reads its ends. A claim taken and not used (the lane
+    stopped on a throttle or the deadline, or a call was re-planned) is released - the job as
+    it was before, recorded call and all (``Ledger.release``) - so a job is never left to
+    recovery for a call that did not start. If the holder dies before releasing, the jobs are
+    IN_PROGRESS under its lock, and the next claimant recovers them: it repeats the identical
+    recorded call or looks for its effect, finds none, and runs it once. Claiming ahead widens
+    what a crash leaves to recovery, never what runs twice (docs/life-of-a-job.md).
+    """
+
+    def __init__(self, ledger: Ledger, calls: Sequence[tuple[Task, Call]], scope: BatchScope):
+        self._ledger = ledger
+        self._scope = scope
+        plain = len(calls) > 1 and all(_may_claim_ahead(t, c, scope) for t, c in calls)
+        self._calls = list(calls) if plain else []
+        self._next = 0  # the first of ``_calls`` not claimed ahead yet
+        self._taken: dict[str, Claim] = {}
+
+    def claims_for(self, call: Call) -> list[Claim] | None:
+        """The claims of ``call``'s jobs, claiming the window it begins if it is one of the
+        lane's planned calls; None when it must claim its jobs itself (a call planned anew,
+        whose jobs' claims taken ahead are released first, or the window's claim failed)."""
+        index = next((i for i, (_, c) in enumerate(self._calls) if c is call), None)
+        if index is None:
+            self.release([j.key for j in call.jobs])
+            return None
+        if index >= self._next:
+            self._claim_window(index)
+        if any(j.key not in self._taken for j in call.jobs):
+            self.release([j.key for j in call.jobs])
+            return None
+        return [self._taken.pop(j.key) for j in call.jobs]
+
+    def _claim_window(self, start: int) -> None:
+        window: list[tuple[Task, Call]] = []
+        size = 0
+        for task, call in self._calls[start:]:
+            if window and size + len(call.jobs) > _CLAIM_AHEAD_JOBS:
+                break
+            window.append((task, call))
+            size += len(call.jobs)
+        self._next = start + len(window)
+        jobs = [j for _, c in window for j in c.jobs]
+        records = {k: r for t, c in window for k, r in _recorded(t, c).items()}
+        try:
+            claims = self._ledger.claim(jobs, lock_until=self._scope.lock_until, calls=records)
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - each call claims (and reports) on its own
+            logger.warning("could not claim ahead", extra={"reason": str(exc), "jobs": len(jobs)})
+            return
+        self._taken.update((c.job.key, c) for c in claims)
+
+    def release(self, keys: Iterable[str] | None = None) -> None:
+        """Release the granted claims taken ahead and not used (of ``keys``; all by default).
+        A release that fails leaves them to recovery once their lock expired."""
+        chosen = list(self._taken) if keys is None else [k for k in keys if k in self._taken]
+        claims = [self._taken.pop(k) for k in chosen]
+        granted = [c for c in claims if c.granted]
+        if not granted:
+            return
+        try:
+            self._ledger.release(granted)
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recovered after the lock, never lost
+            logger.warning(
+                "could not release claims", extra={"reason": str(exc), "jobs": len(granted)}
+            )
+
+
 class Endings:
     """The ends of a batch's calls still to be written: many calls' ends in one transaction
     instead of one per call (``DynamoDBLedger.finish``: 100 jobs per transaction).
@@ -263,13 +354,24 @@ class Endings:
 
 
 def _may_defer(task: Task, claims: Sequence[Claim], scope: BatchScope) -> bool:
-    if not task.recoverable:
-        return False
-    for claim in claims:
-        view = scope.views.get(claim.job.request_id)
+    return task.recoverable and not _read_by_batch([c.job for c in claims], scope)
+
+
+def _may_claim_ahead(task: Task, call: Call, scope: BatchScope) -> bool:
+    return (
+        task.recoverable
+        and not any(j.dry_run for j in call.jobs)
+        and not _read_by_batch(call.jobs, scope)
+    )
+
+
+def _read_by_batch(jobs: Iterable[Job], scope: BatchScope) -> bool:
+    """Does a request of these jobs decide what this batch may start from their ends?"""
+    for job in jobs:
+        view = scope.views.get(job.request_id)
         if view is not None and view.reacts_to_ends:
-            return False
-    return True
+            return True
+    return False
 
 
 def _ending_of(

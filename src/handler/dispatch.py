@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from handler.attempt import Attempts, BatchScope, Endings, outcomes_for
+from handler.attempt import Attempts, BatchScope, ClaimsAhead, Endings, outcomes_for
 from handler.deadline import Deadline
 from handler.exceptions import (
     CanaryPendingError,
@@ -111,15 +111,20 @@ class Dispatcher:
         return outcomes
 
     def _run_lane(self, lane: _Lane, scope: BatchScope, endings: Endings) -> list[JobOutcome]:
-        """Run one rate key's calls in order. Claims are written call by call, and ends when
-        the lane is done (or call by call where the batch reads them), so the ledger's round
-        trips overlap the other lanes' calls instead of forming phases of their own."""
+        """Run one rate key's calls in order. Claims are written as the lane goes (its next
+        calls' with the first, ``ClaimsAhead``; call by call where the batch reads the ends),
+        and ends when the lane is done, so the ledger's round trips overlap the other lanes'
+        calls instead of forming phases of their own."""
+        ahead = self._attempts.claims_ahead(lane.calls, scope)
         try:
-            return self._run_calls(lane, scope, endings)
+            return self._run_calls(lane, scope, endings, ahead)
         finally:
+            ahead.release()  # what the lane claimed and did not start (stopped, held back)
             endings.write(wait=False)
 
-    def _run_calls(self, lane: _Lane, scope: BatchScope, endings: Endings) -> list[JobOutcome]:
+    def _run_calls(
+        self, lane: _Lane, scope: BatchScope, endings: Endings, ahead: ClaimsAhead
+    ) -> list[JobOutcome]:
         outcomes: list[JobOutcome] = []
         for task, planned in lane.calls:
             self._stop_if_late(lane, task, scope.deadline)
@@ -135,7 +140,7 @@ class Dispatcher:
                 outcomes += waiting
                 try:
                     for each in admitted:
-                        done, errors = self._attempts.run(task, each, scope, endings)
+                        done, errors = self._attempts.run(task, each, scope, endings, ahead)
                         outcomes += done
                         for error in errors:
                             if isinstance(error, ThrottledError | DeadlineExceededError):

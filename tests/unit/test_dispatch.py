@@ -36,7 +36,7 @@ from handler.exceptions import (
     TransientError,
 )
 from handler.execute import CallRunner
-from handler.ledger import Ending, JobState, Ledger
+from handler.ledger import Claim, Ending, JobState, Ledger
 from handler.ledger_memory import InMemoryLedger
 from handler.outcome import JobOutcome, Result
 from handler.ratelimit import RateLimiter
@@ -446,15 +446,75 @@ def test_every_outcome_is_recorded_in_the_ledger() -> None:
 
 
 class CountingLedger(InMemoryLedger):
-    """Counts the ledger writes that record ends (one per ``finish``: one transaction)."""
+    """Counts the ledger writes (one per ``claim``, ``finish``, ``release``: one transaction
+    each, up to 100 items) and their sizes."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.claims: list[int] = []
         self.finishes: list[int] = []
+        self.releases: list[int] = []
+
+    def claim(self, jobs: Sequence[Job], **kwargs: Any) -> list[Claim]:
+        self.claims.append(len(jobs))
+        return super().claim(jobs, **kwargs)
 
     def finish(self, endings: Sequence[Ending]) -> list[bool]:
         self.finishes.append(len(endings))
         return super().finish(endings)
+
+    def release(self, claims: Sequence[Claim]) -> None:
+        self.releases.append(len(claims))
+        super().release(claims)
+
+
+def test_a_plain_lane_claims_its_calls_in_one_write() -> None:
+    """GIVEN three invalidations of one account (one lane of three calls) of a plain request
+    WHEN they are dispatched
+    THEN the three jobs are claimed in one ledger write (not one per call), nothing is
+    released, and each succeeded."""
+    ledger = CountingLedger()
+    jobs = [invalidation("req-1", ACCOUNT_A, f"E{n}EXAMPLE", index=n) for n in range(3)]
+    view = RequestView(None, envelope_of("req-1", "{}", targets=3))
+
+    outcomes = dispatch(FakeSessions(), jobs, ledger=ledger, views={"req-1": view})
+
+    assert (ledger.claims, ledger.releases) == ([3], [])
+    assert states(outcomes) == {job.key: Result.SUCCEEDED for job in jobs}
+
+
+def test_a_lane_the_batch_reads_claims_call_by_call() -> None:
+    """GIVEN the same lane for a request with max_errors WHEN it is dispatched
+    THEN each call claims its job just before it starts (a failure may hold back the next)."""
+    ledger = CountingLedger()
+    jobs = [invalidation("req-1", ACCOUNT_A, f"E{n}EXAMPLE", index=n) for n in range(3)]
+    view = RequestView(None, envelope_of("req-1", '{"max_errors": 1}', targets=3))
+
+    dispatch(FakeSessions(), jobs, ledger=ledger, views={"req-1": view})
+
+    assert ledger.claims == [1, 1, 1]
+
+
+def test_a_stopped_lane_releases_the_claims_it_took_ahead(no_sleep: None) -> None:
+    """GIVEN a lane of three invalidations claimed ahead, whose first call stays throttled
+    WHEN it is dispatched
+    THEN the two calls that never started have their claims released - RETRY, no attempt used,
+    unlocked - so the next delivery claims them fresh and runs them at once (not "busy" until
+    the lock expires, not recovered as if they might have run)."""
+    ledger = CountingLedger()
+    jobs = [invalidation("req-1", ACCOUNT_A, f"E{n}EXAMPLE", index=n) for n in range(3)]
+    throttled = FakeSessions({ACCOUNT_A: {"E0EXAMPLE": "throttled"}})
+
+    first = dispatch(throttled, jobs, ledger=ledger)
+
+    assert states(first) == {job.key: Result.RETRY for job in jobs}
+    assert ledger.releases == [2]
+    released = {r.job_key: r for r in ledger.jobs("req-1") if r.job_key != jobs[0].key}
+    assert {(r.state, r.attempts, r.lock_expires) for r in released.values()} == {
+        (JobState.RETRY, 0, None)
+    }
+    again = dispatch(FakeSessions(), jobs, ledger=ledger)
+    assert states(again) == {job.key: Result.SUCCEEDED for job in jobs}
 
 
 def test_ends_nothing_in_the_batch_reads_are_written_in_one_write_per_lane() -> None:
