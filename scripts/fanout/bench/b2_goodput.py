@@ -28,7 +28,7 @@ from fanout.emulator import Organisation
 from fanout.publish import publish
 from handler.api import parse_message
 
-__all__ = ["run"]
+__all__ = ["dead_lettered", "job_tokens", "run", "variant_round"]
 
 API: Final = "ssm:SendCommand"
 QUOTA: Final = 5.0  # per account per second: the plugin's declared SendCommand rate
@@ -39,7 +39,7 @@ TARGET_THROTTLED: Final = 0.05
 _TOKEN_RE: Final = re.compile(r"^\[fanout:([0-9a-f]{16})\]")
 
 
-def _bodies(org: Organisation, jobs: int) -> list[str]:
+def _bodies(org: Organisation, jobs: int, per_message: int) -> list[str]:
     request_id = f"b2-{uuid.uuid4().hex[:12]}"
     targets = [
         {
@@ -54,18 +54,18 @@ def _bodies(org: Organisation, jobs: int) -> list[str]:
                 "version": 1,
                 "task": "ssm.send_command",
                 "request_id": request_id,
-                "targets": targets[i : i + TARGETS_PER_MESSAGE],
+                "targets": targets[i : i + per_message],
                 "params": {
                     "document_name": "AWS-RunShellScript",
                     "parameters": {"commands": ["true"]},
                 },
             }
         )
-        for i in range(0, jobs, TARGETS_PER_MESSAGE)
+        for i in range(0, jobs, per_message)
     ]
 
 
-def _tokens(bodies: list[str], region: str) -> set[str]:
+def job_tokens(bodies: list[str], region: str) -> set[str]:
     return {
         job.key[:16]
         for n, body in enumerate(bodies)
@@ -73,7 +73,7 @@ def _tokens(bodies: list[str], region: str) -> set[str]:
     }
 
 
-def _dead_lettered(org: Organisation) -> tuple[int, set[str]]:
+def dead_lettered(org: Organisation) -> tuple[int, set[str]]:
     """Messages in the DLQ and the job tokens they hold."""
     sqs = ops_sqs(org)
     messages = 0
@@ -95,7 +95,7 @@ def _dead_lettered(org: Organisation) -> tuple[int, set[str]]:
             tokens.update(job.key[:16] for job in envelope.jobs)
 
 
-def _variant(
+def variant_round(
     host: Host,
     org: Organisation,
     jobs: int,
@@ -106,10 +106,12 @@ def _variant(
     rate: float,
     time_limit: float,
     ledger: bool = True,
+    targets_per_message: int = TARGETS_PER_MESSAGE,
 ) -> dict[str, Any]:
+    """Publish ``jobs`` SendCommand jobs, drain them with ``processes`` workers, count effects."""
     # A request of its own: the shared ledger would (rightly) replay jobs another variant ran.
-    bodies = _bodies(org, jobs)
-    expected = _tokens(bodies, org.region)
+    bodies = _bodies(org, jobs, targets_per_message)
+    expected = job_tokens(bodies, org.region)
     # As deployed: visibility = 6 x the function timeout (the poller's is 60 s).
     org = fresh_queues(org, f"b2-{name}", visibility_timeout=360, max_receive_count=5)
     env = worker_env(
@@ -140,11 +142,12 @@ def _variant(
     sent = calls.count("SendCommand")
     commands = [row for row in host.effects()["commands"] if row[3] not in before]
     per_token = Counter(m.group(1) for row in commands if (m := _TOKEN_RE.match(row[2] or "")))
-    dlq_messages, dlq_tokens = _dead_lettered(org)
+    dlq_messages, dlq_tokens = dead_lettered(org)
     done = set(per_token) & expected
     achieved = ok / span if span > 0 else 0.0
     return {
         "processes": processes,
+        "targets_per_message": targets_per_message,
         "handler": handler,
         "rate_limit": rate,
         "wall_seconds": wall,
@@ -231,7 +234,7 @@ def run(host: Host, org: Organisation, *, quick: bool) -> Result:
     def variant(
         name: str, processes: int, handler: str, rate: float, *, ledger: bool = True
     ) -> dict[str, Any]:
-        return _variant(
+        return variant_round(
             host,
             org,
             jobs,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from datetime import UTC
 from typing import Any
 
 from moto.iam.models import get_account_id_from
@@ -37,7 +38,14 @@ def effects() -> dict[str, Any]:
         for inv in list(items)
     ]
     commands = [
-        [account, region, command.comment, command.command_id]
+        # The request time (epoch seconds, this machine's clock): B7 times completions by it.
+        [
+            account,
+            region,
+            command.comment,
+            command.command_id,
+            command.requested_date_time.replace(tzinfo=UTC).timestamp(),
+        ]
         for account, regional in list(ssm_backends.items())
         for region, backend in list(regional.items())
         for command in list(backend._commands)  # no public listing of all

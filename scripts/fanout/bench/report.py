@@ -187,6 +187,96 @@ def _b2(details: dict[str, Any]) -> list[str]:
     ]
 
 
+def _b2_multi(details: dict[str, Any]) -> list[str]:
+    rows = []
+    for n in details["processes"]:
+        for label, name in (("RATE_LIMITS = Q / instances", "split"), ("each at Q", "own_buckets")):
+            v = details["rounds"][f"{n}_{name}"]
+            active = sum(1 for r in v["instances"] if r.get("invocations"))
+            rows.append(
+                [
+                    f"{n} workers, {label}",
+                    f"{v['goodput']:.2f}",
+                    f"{v['throttled_ratio']:.1%}",
+                    v["lost"],
+                    v["duplicated_jobs"],
+                    v["jobs_dead_lettered"],
+                    f"{active} / {n}",
+                    f"{v['quota_span_seconds']:.1f}",
+                    f"{v['wall_seconds']:.1f}",
+                    _dynamodb_writes(v["api_calls_by_operation"]),
+                    _cpu(v.get("emulator_cpu_seconds"), v["wall_seconds"]),
+                ]
+            )
+    header = (
+        "variant",
+        "rate / (Q x accts)",
+        "throttled",
+        "lost",
+        "dup",
+        "DLQ",
+        "instances with work",
+        "quota span s",
+        "wall s",
+        "DynamoDB writes",
+        "emulator CPU s (of wall)",
+    )
+    return [
+        *_table(header, rows),
+        "",
+        f"{details['jobs']} `ssm.send_command` jobs over {details['accounts']} accounts in "
+        f"messages of {details['targets_per_message']} targets (batches of 10 messages), quota "
+        f"Q = {details['quota_per_account']:g}/s per account enforced by the proxy; every worker "
+        "a process of its own, DynamoDB ledger, visibility 360 s. The worker processes and the "
+        "emulator share this machine's 2 cores.",
+    ]
+
+
+def _b7(details: dict[str, Any]) -> list[str]:
+    rows = []
+    for label, v in (
+        ("quiet accounts alone", details["alone"]),
+        ("behind the backlog, 50 targets per message", details["rounds"]["chunked"]),
+        ("behind the backlog, 1 target per message", details["rounds"]["one_per_message"]),
+    ):
+        rows.append(
+            [
+                label,
+                f"{v['quiet_p95_seconds']:.1f}",
+                f"{v['quiet_max_seconds']:.1f}",
+                f"{v['noisy_last_seconds']:.1f}" if v["noisy_jobs"] else "-",
+                f"{v['throttled_ratio']:.1%}",
+                v["lost"],
+                v["duplicated_jobs"],
+                v["jobs_dead_lettered"],
+                f"{v['wall_seconds']:.1f}",
+                _cpu(v.get("emulator_cpu_seconds"), v["wall_seconds"]),
+            ]
+        )
+    header = (
+        "round",
+        "quiet p95 s",
+        "quiet max s",
+        "noisy last s",
+        "throttled",
+        "lost",
+        "dup",
+        "DLQ",
+        "wall s",
+        "emulator CPU s (of wall)",
+    )
+    return [
+        *_table(header, rows),
+        "",
+        f"{details['quiet_accounts']} quiet accounts x {details['quiet_jobs_per_account']} "
+        f"`ssm.send_command` jobs (one message each), published after one noisy account's "
+        f"{details['noisy_jobs']} jobs; {details['processes']} worker processes at "
+        f"RATE_LIMITS = Q / {details['processes']}, Q = {details['quota_per_account']:g}/s per "
+        "account. Times are from the moment the last worker started polling to each job's "
+        "SendCommand.",
+    ]
+
+
 def _b3(details: dict[str, Any]) -> list[str]:
     rows = [
         [r["module"], r["depth"], f"{r['cumulative_ms']:.1f}", f"{r['self_ms']:.1f}"]
@@ -248,9 +338,11 @@ def _b6(details: dict[str, Any]) -> list[str]:
 _DETAILS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "B1": _b1,
     "B2": _b2,
+    "B2-multi": _b2_multi,
     "B3": _b3,
     "B5": _b5,
     "B6": _b6,
+    "B7": _b7,
 }
 
 

@@ -1,6 +1,6 @@
 """Run the benchmark suite and write ``bench/results/latest.{md,json}``.
 
-    python -m fanout.bench.run                 # all six, ~10 minutes on 2 cores (B6 most)
+    python -m fanout.bench.run                 # all of them, ~15 minutes on 2 cores
     python -m fanout.bench.run --only B1,B3    # a selection
     python -m fanout.bench.run --quick         # smaller workloads, a smoke run
 
@@ -24,8 +24,8 @@ from fanout.bench.common import QUIET_ENV, REPO_ROOT, Host, Result, machine
 
 __all__ = ["main"]
 
-ALL: Final = ("B1", "B2", "B3", "B4", "B5", "B6")
-NEEDS_EMULATOR: Final = frozenset({"B1", "B2", "B4", "B6"})
+ALL: Final = ("B1", "B2", "B2-multi", "B3", "B4", "B5", "B6", "B7")
+NEEDS_EMULATOR: Final = frozenset({"B1", "B2", "B2-multi", "B4", "B6", "B7"})
 ACCOUNTS: Final = 10
 DISTRIBUTIONS_PER_ACCOUNT: Final = 2
 
@@ -33,7 +33,9 @@ DISTRIBUTIONS_PER_ACCOUNT: Final = 2
 def _selection(text: str | None) -> list[str]:
     if not text:
         return list(ALL)
-    chosen = [part.strip().upper() for part in text.split(",") if part.strip()]
+    by_name = {key.upper(): key for key in ALL}
+    chosen = [by_name.get(part.strip().upper(), part.strip()) for part in text.split(",")]
+    chosen = [key for key in chosen if key]
     unknown = sorted(set(chosen) - set(ALL))
     if unknown:
         raise SystemExit(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
@@ -55,7 +57,7 @@ def _guarded(key: str, run: Callable[[], Result]) -> Result:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fanout.bench.run", description=__doc__)
-    parser.add_argument("--only", help="comma-separated benchmarks, e.g. B1,B3")
+    parser.add_argument("--only", help="comma-separated benchmarks, e.g. B1,B2-multi")
     parser.add_argument("--quick", action="store_true", help="smaller workloads (smoke run)")
     parser.add_argument(
         "--output", type=Path, default=REPO_ROOT / "bench" / "results", help="results directory"
@@ -71,10 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     from fanout.bench import (  # noqa: PLC0415 - after the environment is set
         b1_throughput,
         b2_goodput,
+        b2_multi,
         b3_coldstart,
         b4_memory,
         b5_overhead,
         b6_scale,
+        b7_fairness,
         report,
     )
     from fanout.bench.harness import seed  # noqa: PLC0415
@@ -98,10 +102,16 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if "B2" in selected:
                 results.append(_guarded("B2", lambda: b2_goodput.run(host, org, quick=args.quick)))
+            if b2_multi.KEY in selected:
+                results.append(
+                    _guarded(b2_multi.KEY, lambda: b2_multi.run(host, org, quick=args.quick))
+                )
             if "B4" in selected:
                 results.append(_guarded("B4", lambda: b4_memory.run(host, org, quick=args.quick)))
             if "B6" in selected:
                 results.append(_guarded("B6", lambda: b6_scale.run(host, org, quick=args.quick)))
+            if "B7" in selected:
+                results.append(_guarded("B7", lambda: b7_fairness.run(host, org, quick=args.quick)))
     results.sort(key=lambda r: r.key)
     seconds = time.perf_counter() - started
     command = "python -m fanout.bench.run" + (" --quick" if args.quick else "")

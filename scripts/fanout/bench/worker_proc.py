@@ -60,12 +60,14 @@ def main() -> None:
     # Credentials come from the environment the parent set (the emulator's fake ones).
     sqs = boto3.client("sqs", region_name=args.region, endpoint_url=args.sqs_endpoint)
     rss_ready = peak_rss_mb()
+    ready_at = time.time()  # when this instance starts polling (B7 times completions from it)
     drained = drain(args.queue_url, sqs, handler, time_limit_s=args.time_limit)
     report = {
         **asdict(drained),
         "handler_seconds": handler.seconds,
         "invocations": handler.invocations,
         "process_seconds": time.perf_counter() - started,
+        "ready_at": ready_at,
         "rss_ready_mb": rss_ready,
         "peak_rss_mb": peak_rss_mb(),
         "vm_hwm_mb": vm_hwm_mb(),
