@@ -47,7 +47,7 @@ QUIET_ENV: Final = {
 class Result:
     """One benchmark's headline figure, its target, and everything measured on the way."""
 
-    key: str  # B1 .. B5
+    key: str  # "B1" .. "B7", "B2-multi"
     title: str
     measured: float | None
     display: str  # the measured figure as shown in the table
