@@ -28,7 +28,7 @@ from fanout.emulator import Organisation
 from fanout.publish import publish
 from handler.api import parse_message
 
-__all__ = ["dead_lettered", "job_tokens", "run", "variant_round"]
+__all__ = ["command_token", "job_effects", "job_tokens", "run", "variant_round"]
 
 API: Final = "ssm:SendCommand"
 QUOTA: Final = 5.0  # per account per second: the plugin's declared SendCommand rate
@@ -73,7 +73,29 @@ def job_tokens(bodies: list[str], region: str) -> set[str]:
     }
 
 
-def dead_lettered(org: Organisation) -> tuple[int, set[str]]:
+def command_token(comment: str | None) -> str | None:
+    """The job token a SendCommand's comment starts with (``[fanout:<token>]``), if any."""
+    match = _TOKEN_RE.match(comment or "")
+    return match.group(1) if match else None
+
+
+def job_effects(org: Organisation, expected: set[str], per_token: Counter[str]) -> dict[str, int]:
+    """How the ``expected`` jobs ended, from the commands run per token and the dead letters:
+    a job neither run nor dead-lettered is lost, one run twice is duplicated."""
+    dlq_messages, dlq_tokens = _dead_lettered(org)
+    done = set(per_token) & expected
+    return {
+        "jobs": len(expected),
+        "jobs_done": len(done),
+        "dead_letter_messages": dlq_messages,
+        "jobs_dead_lettered": len(dlq_tokens & expected - done),
+        "lost": len(expected - done - dlq_tokens),
+        "duplicated_jobs": sum(1 for n in per_token.values() if n > 1),
+        "extra_commands": sum(n - 1 for n in per_token.values() if n > 1),
+    }
+
+
+def _dead_lettered(org: Organisation) -> tuple[int, set[str]]:
     """Messages in the DLQ and the job tokens they hold."""
     sqs = ops_sqs(org)
     messages = 0
@@ -141,9 +163,7 @@ def variant_round(
     throttled = calls.count("SendCommand", outcome="throttled")
     sent = calls.count("SendCommand")
     commands = [row for row in host.effects()["commands"] if row[3] not in before]
-    per_token = Counter(m.group(1) for row in commands if (m := _TOKEN_RE.match(row[2] or "")))
-    dlq_messages, dlq_tokens = dead_lettered(org)
-    done = set(per_token) & expected
+    per_token = Counter(t for row in commands if (t := command_token(row[2])) is not None)
     achieved = ok / span if span > 0 else 0.0
     return {
         "processes": processes,
@@ -159,13 +179,7 @@ def variant_round(
         "send_command_ok": ok,
         "throttled": throttled,
         "throttled_ratio": throttled / sent if sent else 0.0,
-        "jobs": len(expected),
-        "jobs_done": len(done),
-        "dead_letter_messages": dlq_messages,
-        "jobs_dead_lettered": len(dlq_tokens & expected - done),
-        "lost": len(expected - done - dlq_tokens),
-        "duplicated_jobs": sum(1 for n in per_token.values() if n > 1),
-        "extra_commands": sum(n - 1 for n in per_token.values() if n > 1),
+        **job_effects(org, expected, per_token),
         "api_calls_by_operation": calls.by_operation(),
         "instances": reports,
     }

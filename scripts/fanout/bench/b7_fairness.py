@@ -23,7 +23,7 @@ import uuid
 from collections import Counter
 from typing import Any, Final
 
-from fanout.bench.b2_goodput import API, BURST, QUOTA, dead_lettered, job_tokens
+from fanout.bench.b2_goodput import API, BURST, QUOTA, command_token, job_effects, job_tokens
 from fanout.bench.common import ApiCalls, Host, Result, spawn_worker, worker_report
 from fanout.bench.harness import fresh_queues, ops_sqs, worker_env
 from fanout.emulator import Organisation
@@ -35,7 +35,6 @@ PROCESSES: Final = 3
 QUIET_ACCOUNTS: Final = 9
 QUIET_JOBS: Final = 10
 TARGET_RATIO: Final = 2.0
-_COMMENT_PREFIX: Final = "[fanout:"
 
 
 def _body(request_id: str, account: str, first: int, count: int) -> str:
@@ -104,17 +103,14 @@ def _round(
     first_at: dict[str, float] = {}
     per_token: Counter[str] = Counter()
     for _account, _region, comment, _id, requested_at in commands:
-        if not (comment or "").startswith(_COMMENT_PREFIX):
+        if (token := command_token(comment)) is None:
             continue
-        token = comment[len(_COMMENT_PREFIX) : len(_COMMENT_PREFIX) + 16]
         per_token[token] += 1
         first_at[token] = min(requested_at, first_at.get(token, math.inf))
     ready = [r["ready_at"] for r in reports if "ready_at" in r]
     origin = max(ready) if ready else math.nan
     quiet_times = [first_at[t] - origin for t in quiet_tokens if t in first_at]
     noisy_times = [first_at[t] - origin for t in noisy_tokens if t in first_at]
-    dlq_messages, dlq_tokens = dead_lettered(org)
-    done = set(per_token) & expected
     sent = calls.count("SendCommand")
     throttled = calls.count("SendCommand", outcome="throttled")
     return {
@@ -128,12 +124,7 @@ def _round(
         "emulator_cpu_seconds": emulator_cpu,
         "send_command_requests": sent,
         "throttled_ratio": throttled / sent if sent else 0.0,
-        "jobs": len(expected),
-        "jobs_done": len(done),
-        "dead_letter_messages": dlq_messages,
-        "jobs_dead_lettered": len(dlq_tokens & expected - done),
-        "lost": len(expected - done - dlq_tokens),
-        "duplicated_jobs": sum(1 for n in per_token.values() if n > 1),
+        **job_effects(org, expected, per_token),
         "api_calls_by_operation": calls.by_operation(),
         "instances": reports,
     }

@@ -138,16 +138,26 @@ def _dynamodb_writes(by_operation: dict[str, int]) -> int:
     return sum(by_operation.get(f"dynamodb:{op}", 0) for op in _WRITES)
 
 
-def _b2(details: dict[str, Any]) -> list[str]:
+_GOODPUT_HEADER = (
+    "variant",
+    "rate / (Q x accts)",
+    "throttled",
+    "lost",
+    "dup",
+    "DLQ",
+    "instances with work",
+    "quota span s",
+    "wall s",
+    "DynamoDB writes",
+    "emulator CPU s (of wall)",
+)
+
+
+def _goodput_table(variants: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    """B2's and B2-multi's rounds (``b2_goodput.variant_round``), a row each."""
     rows = []
-    for label, key in (
-        ("1 worker, RATE_LIMITS = Q", "one_worker"),
-        ("1 worker, in-memory ledger", "one_worker_in_memory_ledger"),
-        ("baseline (original pattern)", "baseline"),
-        ("2 workers, each RATE_LIMITS = Q", "two_workers_own_buckets"),
-        ("2 workers, each RATE_LIMITS = Q/2", "two_workers_split_quota"),
-    ):
-        v = details[key]
+    for label, v in variants:
+        active = sum(1 for r in v["instances"] if r.get("invocations"))
         rows.append(
             [
                 label,
@@ -156,26 +166,29 @@ def _b2(details: dict[str, Any]) -> list[str]:
                 v["lost"],
                 v["duplicated_jobs"],
                 v["jobs_dead_lettered"],
+                f"{active} / {len(v['instances'])}",
                 f"{v['quota_span_seconds']:.1f}",
                 f"{v['wall_seconds']:.1f}",
                 _dynamodb_writes(v["api_calls_by_operation"]),
                 _cpu(v.get("emulator_cpu_seconds"), v["wall_seconds"]),
             ]
         )
-    header = (
-        "variant",
-        "rate / (Q x accts)",
-        "throttled",
-        "lost",
-        "dup",
-        "DLQ",
-        "quota span s",
-        "wall s",
-        "DynamoDB writes",
-        "emulator CPU s (of wall)",
-    )
+    return _table(_GOODPUT_HEADER, rows)
+
+
+def _b2(details: dict[str, Any]) -> list[str]:
+    variants = [
+        (label, details[key])
+        for label, key in (
+            ("1 worker, RATE_LIMITS = Q", "one_worker"),
+            ("1 worker, in-memory ledger", "one_worker_in_memory_ledger"),
+            ("baseline (original pattern)", "baseline"),
+            ("2 workers, each RATE_LIMITS = Q", "two_workers_own_buckets"),
+            ("2 workers, each RATE_LIMITS = Q/2", "two_workers_split_quota"),
+        )
+    ]
     return [
-        *_table(header, rows),
+        *_goodput_table(variants),
         "",
         f"{details['jobs']} `ssm.send_command` jobs over {details['accounts']} accounts, quota "
         f"Q = {details['quota_per_account']:g}/s per account (burst {details['burst']}) enforced "
@@ -188,41 +201,13 @@ def _b2(details: dict[str, Any]) -> list[str]:
 
 
 def _b2_multi(details: dict[str, Any]) -> list[str]:
-    rows = []
-    for n in details["processes"]:
-        for label, name in (("RATE_LIMITS = Q / instances", "split"), ("each at Q", "own_buckets")):
-            v = details["rounds"][f"{n}_{name}"]
-            active = sum(1 for r in v["instances"] if r.get("invocations"))
-            rows.append(
-                [
-                    f"{n} workers, {label}",
-                    f"{v['goodput']:.2f}",
-                    f"{v['throttled_ratio']:.1%}",
-                    v["lost"],
-                    v["duplicated_jobs"],
-                    v["jobs_dead_lettered"],
-                    f"{active} / {n}",
-                    f"{v['quota_span_seconds']:.1f}",
-                    f"{v['wall_seconds']:.1f}",
-                    _dynamodb_writes(v["api_calls_by_operation"]),
-                    _cpu(v.get("emulator_cpu_seconds"), v["wall_seconds"]),
-                ]
-            )
-    header = (
-        "variant",
-        "rate / (Q x accts)",
-        "throttled",
-        "lost",
-        "dup",
-        "DLQ",
-        "instances with work",
-        "quota span s",
-        "wall s",
-        "DynamoDB writes",
-        "emulator CPU s (of wall)",
-    )
+    variants = [
+        (f"{n} workers, {label}", details["rounds"][f"{n}_{name}"])
+        for n in details["processes"]
+        for label, name in (("RATE_LIMITS = Q / instances", "split"), ("each at Q", "own_buckets"))
+    ]
     return [
-        *_table(header, rows),
+        *_goodput_table(variants),
         "",
         f"{details['jobs']} `ssm.send_command` jobs over {details['accounts']} accounts in "
         f"messages of {details['targets_per_message']} targets (batches of 10 messages), quota "
