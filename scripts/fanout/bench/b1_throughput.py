@@ -35,7 +35,10 @@ if TYPE_CHECKING:
 
 __all__ = ["run"]
 
-TARGET_SPEEDUP = 10.0
+# Issue 14's marks: as deployed, >= 5x the original pattern on the emulator and >= 10x with
+# +20 ms per call (AWS's round trips), ahead of botocove in both.
+TARGET_SPEEDUP = 5.0
+TARGET_SPEEDUP_AT_LATENCY = 10.0
 # The plugin's declared CreateInvalidation rate, enforced by the proxy in the last round.
 QUOTA_API = "cloudfront:CreateInvalidation"
 CLOUDFRONT_QUOTA = (2.0, 2)
@@ -402,14 +405,16 @@ def run(host: Host, org: Organisation, *, quick: bool) -> Result:
     speedup = base["seconds"] / worker["seconds"]
     vs_cove = cove["seconds"] / worker["seconds"]
     complete = worker["paths_invalidated"] == entries and not worker["timed_out"]
+    lat_speedup = latency["baseline"]["seconds"] / latency["worker"]["seconds"]
+    lat_cove = latency["botocove"]["seconds"] / latency["worker"]["seconds"]
     met = (
         speedup >= TARGET_SPEEDUP
         and vs_cove > 1.0
+        and lat_speedup >= TARGET_SPEEDUP_AT_LATENCY
+        and lat_cove > 1.0
         and worker["assume_role"] == accounts
         and complete
     )
-    lat_speedup = latency["baseline"]["seconds"] / latency["worker"]["seconds"]
-    lat_cove = latency["botocove"]["seconds"] / latency["worker"]["seconds"]
     phases = worker["dispatcher_seconds"]
     notes = (
         f"{entries} entries ({messages} msgs x {accounts} accts, "
@@ -437,7 +442,10 @@ def run(host: Host, org: Organisation, *, quick: bool) -> Result:
         title="Throughput vs peers (baseline time / worker time)",
         measured=speedup,
         display=f"{speedup:.1f}x",
-        target=f">= {TARGET_SPEEDUP:.0f}x, ahead of botocove, AssumeRole = {accounts}",
+        target=(
+            f">= {TARGET_SPEEDUP:.0f}x (>= {TARGET_SPEEDUP_AT_LATENCY:.0f}x at "
+            f"+{LATENCY_MS:.0f} ms/call), ahead of botocove in both, AssumeRole = {accounts}"
+        ),
         met=met,
         notes=notes,
         details={
