@@ -28,6 +28,7 @@ from handler.api import (
     PermanentError,
     get_task,
     is_legacy,
+    message_group,
     parse_message,
     split_bodies,
 )
@@ -575,9 +576,13 @@ def _send_batch(
 ) -> list[int]:
     """One SendMessageBatch of the ``pending`` bodies; records ids and errors; returns the
     entries that failed through no fault of ours (worth sending again)."""
-    entries: list[SendMessageBatchRequestEntryTypeDef] = [
-        {"Id": str(n), "MessageBody": bodies[n]} for n in pending
-    ]
+    entries: list[SendMessageBatchRequestEntryTypeDef] = []
+    for n in pending:
+        entry: SendMessageBatchRequestEntryTypeDef = {"Id": str(n), "MessageBody": bodies[n]}
+        # The tenant SQS fair queues balance (one account's backlog yields to the others').
+        if (group := message_group(bodies[n])) is not None:
+            entry["MessageGroupId"] = group
+        entries.append(entry)
     response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
     for ok in response.get("Successful", []):
         message_ids[int(ok["Id"])] = ok["MessageId"]

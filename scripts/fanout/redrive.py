@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from botocore.exceptions import ClientError
 
 from handler.api import DEAD_LETTER_ATTRIBUTE_PREFIX as ATTRIBUTE_PREFIX
-from handler.api import REDRIVEN_ATTRIBUTE, SQS_BATCH, SQS_MAX_MESSAGE_BYTES
+from handler.api import REDRIVEN_ATTRIBUTE, SQS_BATCH, SQS_MAX_MESSAGE_BYTES, message_group
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -354,6 +354,8 @@ def _move(
         entries: list[SendMessageBatchRequestEntryTypeDef] = []
         for n, letter in enumerate(batch):
             entry: SendMessageBatchRequestEntryTypeDef = {"Id": str(n), "MessageBody": letter.body}
+            if (group := message_group(letter.body)) is not None:
+                entry["MessageGroupId"] = group  # its tenant, as when it was first sent
             attributes = letter.forward_attributes()
             if attributes:
                 entry["MessageAttributes"] = attributes

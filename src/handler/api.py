@@ -8,6 +8,7 @@ Messages (the queue's contract)
     ``job_key``                       a job's ledger key (its SSM comment token is the first 16)
     ``PermanentError``                raised for bad input (``.reason`` is one line)
     ``split_bodies``, ``is_legacy``   the one splitter, and the legacy-body test
+    ``message_group``                 the tenant (MessageGroupId) SQS fair queues see a body as
     ``BODY_BUDGET_BYTES``, ``PUBLISH_TARGETS_PER_MESSAGE``, ``SQS_BATCH``,
     ``SQS_MAX_MESSAGE_BYTES``         limits
     ``ACCOUNT_ID_RE``                 what an account id is
@@ -62,6 +63,7 @@ from handler.contract import (
     SQS_BATCH,
     SQS_MAX_MESSAGE_BYTES,
     is_legacy,
+    message_group,
     split_bodies,
 )
 from handler.envelope import Envelope, Options, job_key, parse_message
@@ -119,6 +121,7 @@ __all__ = [
     "get_task",
     "is_legacy",
     "job_key",
+    "message_group",
     "operator_settings",
     "parse_message",
     "partition_of",

@@ -29,6 +29,7 @@ and the legacy body of the original pattern, ``{"entries": [...]}``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -62,6 +63,7 @@ __all__ = [
     "Chunk",
     "is_legacy",
     "load_json",
+    "message_group",
     "split_bodies",
     "validate",
 ]
@@ -265,6 +267,30 @@ LEGACY_TASK: Final = "cloudfront.invalidate"
 def is_legacy(document: Mapping[str, Any]) -> bool:
     """The original pattern's body: ``entries`` and no ``version``."""
     return "entries" in document and "version" not in document
+
+
+def message_group(body: str) -> str | None:
+    """The tenant SQS fair queues see a message as (its ``MessageGroupId`` on a standard
+    queue): the target account when all its targets are in one - so one account's backlog
+    gives way to the other accounts' messages - else its request id. None for a body that
+    names neither (it is sent without one: SQS then treats it as a tenant of its own).
+    """
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    targets = document.get("targets")
+    if isinstance(targets, list) and targets:
+        accounts = {t.get("account") for t in targets if isinstance(t, dict)}
+        account = accounts.pop() if len(accounts) == 1 else None
+        if isinstance(account, str) and re.match(ACCOUNT_ID_PATTERN, account):
+            return account
+    request_id = document.get("request_id")
+    if isinstance(request_id, str) and re.match(REQUEST_ID_PATTERN, request_id):
+        return request_id
+    return None
 
 
 # --- parsing and validation -------------------------------------------------------------------

@@ -18,6 +18,7 @@ from handler.contract import (
     SQS_BATCH,
     SQS_MAX_MESSAGE_BYTES,
     WAITS_ATTRIBUTE,
+    message_group,
 )
 from handler.exceptions import own_resource_error
 from handler.lifecycle import MAX_DELAY_SECONDS
@@ -56,11 +57,14 @@ class Requeue:
         """Re-send ``body``; raises whatever SQS raises (the caller keeps the message)."""
         if not self.queue_url:
             raise RuntimeError("no WORK_QUEUE_URL")  # callers check `queue_url` first
+        group = message_group(body)
         try:
             self._sqs().send_message(
                 QueueUrl=self.queue_url,
                 MessageBody=body,
                 DelaySeconds=max(0, min(MAX_DELAY_SECONDS, delay)),
+                # Same tenant as the message it continues (SQS fair queues).
+                **({"MessageGroupId": group} if group is not None else {}),
                 MessageAttributes={
                     ATTEMPT_ATTRIBUTE: {"DataType": "Number", "StringValue": str(attempt)},
                     WAITS_ATTRIBUTE: {"DataType": "Number", "StringValue": str(waits)},
@@ -94,6 +98,7 @@ class Requeue:
                     "Id": str(i),
                     "MessageBody": body,
                     "MessageAttributes": {SOURCE_MESSAGE_ID_ATTRIBUTE: source},
+                    **({"MessageGroupId": g} if (g := message_group(body)) is not None else {}),
                 }
                 for i, body in enumerate(batch)
             ]

@@ -69,7 +69,9 @@ def test_many_targets_are_split_into_messages_sharing_one_request_id(
 ) -> None:
     """GIVEN 120 target accounts (outside the emulator's allow-list: sent with --force)
     WHEN a task is published with the default of 50 targets per message
-    THEN 3 messages carry 50, 50 and 20 targets under the one request id that was printed."""
+    THEN 3 messages carry 50, 50 and 20 targets under the one request id that was printed,
+    each with that request id as its MessageGroupId (its tenant for SQS fair queues: the
+    targets are in many accounts)."""
     accounts = [f"{n:012d}" for n in range(100_000_000_000, 100_000_000_120)]
 
     code = main(
@@ -87,12 +89,15 @@ def test_many_targets_are_split_into_messages_sharing_one_request_id(
     )
 
     printed = re.findall(r"^request id: (\S+)$", capsys.readouterr().out, re.MULTILINE)
-    sent = bodies(read_queue(aws_env.queue_url))
+    messages = read_queue(aws_env.queue_url)
+    sent = bodies(messages)
     assert code == 0
     assert sorted(len(b["targets"]) for b in sent) == [20, 50, 50]
     assert {b["request_id"] for b in sent} == set(printed)
     assert len(printed) == 1
     assert sorted(t["account"] for b in sent for t in b["targets"]) == accounts
+    groups = [m["Attributes"].get("MessageGroupId") for m in messages]
+    assert groups == printed * 3
 
 
 def test_params_accumulate_and_per_account_params_go_to_their_target(

@@ -1,14 +1,17 @@
-"""fanout.publish.send_bodies: SendMessageBatch in tens, entries SQS failed retried (tenacity)."""
+"""fanout.publish.send_bodies: SendMessageBatch in tens, entries SQS failed retried (tenacity),
+each naming its tenant (MessageGroupId) as the worker's re-sends do."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import boto3
 import pytest
-from botocore.stub import Stubber
+from botocore.stub import ANY, Stubber
 
 from fanout.publish import SEND_ATTEMPTS, SEND_BACKOFF_MAX_S, SendError, send_bodies
+from handler.requeue import Requeue
 
 QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/fanout-work"
 
@@ -91,3 +94,62 @@ def test_an_entry_refused_through_the_senders_fault_is_not_sent_again(sqs: Any) 
 
         with pytest.raises(SendError):
             send_bodies(sqs, QUEUE, ["a"], sleep=lambda _: pytest.fail("no wait expected"))
+
+
+def _body(request_id: str, *accounts: str) -> str:
+    targets = [{"account": a} for a in accounts]
+    return json.dumps(
+        {"version": 1, "task": "ssm.send_command", "request_id": request_id, "targets": targets}
+    )
+
+
+def test_each_message_names_its_tenant_for_sqs_fair_queues(sqs: Any) -> None:
+    """GIVEN bodies of one account, of two accounts, and a body that is not a message
+    WHEN they are sent
+    THEN the first carries MessageGroupId = its account (SQS fair queues then let one account's
+    backlog give way to the others'), the second its request id, the third none."""
+    one, two = (
+        _body("req-1", "111111111111", "111111111111"),
+        _body("req-2", "111111111111", "222222222222"),
+    )
+    with Stubber(sqs) as stub:
+        stub.add_response(
+            "send_message_batch",
+            {
+                "Successful": [
+                    {"Id": str(n), "MessageId": f"m-{n}", "MD5OfMessageBody": "x"} for n in range(3)
+                ],
+                "Failed": [],
+            },
+            {
+                "QueueUrl": QUEUE,
+                "Entries": [
+                    {"Id": "0", "MessageBody": one, "MessageGroupId": "111111111111"},
+                    {"Id": "1", "MessageBody": two, "MessageGroupId": "req-2"},
+                    {"Id": "2", "MessageBody": "not json"},
+                ],
+            },
+        )
+
+        assert send_bodies(sqs, QUEUE, [one, two, "not json"]) == ["m-0", "m-1", "m-2"]
+
+
+def test_a_deferred_message_keeps_the_tenant_of_the_one_it_continues(sqs: Any) -> None:
+    """The worker's re-send of deferred targets names the same MessageGroupId as publish did."""
+    body = _body("req-1", "111111111111")
+    with Stubber(sqs) as stub:
+        stub.add_response(
+            "send_message",
+            {"MessageId": "m-1", "MD5OfMessageBody": "x"},
+            {
+                "QueueUrl": QUEUE,
+                "MessageBody": body,
+                "DelaySeconds": 10,
+                "MessageGroupId": "111111111111",
+                "MessageAttributes": ANY,
+            },
+        )
+
+        Requeue(QUEUE, lambda: sqs).send(
+            body, attempt=2, waits=0, delay=10, source_message_id="m-0"
+        )
