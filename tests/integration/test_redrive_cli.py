@@ -206,7 +206,8 @@ def test_redrive_strips_the_fanout_attributes_and_the_attempt_counter(
     and a publisher's own attribute
     WHEN it is redriven
     THEN the work queue's copy has the same body, the publisher's attribute and the redrive
-    mark: no reason, error class or attempt counter (a redrive starts attempts anew)."""
+    mark: no reason, error class or attempt counter (a redrive starts attempts anew); and its
+    tenant for SQS fair queues, the target's account, as MessageGroupId."""
     body = dead_letter(
         sqs,
         aws_env,
@@ -225,6 +226,7 @@ def test_redrive_strips_the_fanout_attributes_and_the_attempt_counter(
         "team": {"DataType": "String", "StringValue": "web"},
         "fanout.redriven": {"DataType": "String", "StringValue": "true"},
     }
+    assert copy["Attributes"].get("MessageGroupId") == aws_env.account_ids[0]
 
 
 def test_filter_reason_is_a_regular_expression_over_reason_and_error_class(
