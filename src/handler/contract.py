@@ -37,7 +37,7 @@ from typing import Any, Final
 import fastjsonschema
 
 from handler.exceptions import BadMessageError
-from tasks.aws import ACCOUNT_ID_PATTERN, REGION_PATTERN
+from tasks.aws import ACCOUNT_ID_PATTERN, ACCOUNT_ID_RE, REGION_PATTERN
 
 __all__ = [
     "ATTEMPT_ATTRIBUTE",
@@ -269,6 +269,9 @@ def is_legacy(document: Mapping[str, Any]) -> bool:
     return "entries" in document and "version" not in document
 
 
+_REQUEST_ID_RE: Final = re.compile(REQUEST_ID_PATTERN)
+
+
 def message_group(body: str) -> str | None:
     """The tenant SQS fair queues see a message as (its ``MessageGroupId`` on a standard
     queue): the target account when all its targets are in one - so one account's backlog
@@ -285,10 +288,10 @@ def message_group(body: str) -> str | None:
     if isinstance(targets, list) and targets:
         accounts = {t.get("account") for t in targets if isinstance(t, dict)}
         account = accounts.pop() if len(accounts) == 1 else None
-        if isinstance(account, str) and re.match(ACCOUNT_ID_PATTERN, account):
+        if isinstance(account, str) and ACCOUNT_ID_RE.match(account):
             return account
     request_id = document.get("request_id")
-    if isinstance(request_id, str) and re.match(REQUEST_ID_PATTERN, request_id):
+    if isinstance(request_id, str) and _REQUEST_ID_RE.match(request_id):
         return request_id
     return None
 

@@ -44,6 +44,13 @@ def counters_of(record: Mapping[str, Any]) -> tuple[int, int]:
     return value(ATTEMPT_ATTRIBUTE, 1) + max(0, received - 1), value(WAITS_ATTRIBUTE, 0)
 
 
+def _tenant(body: str) -> dict[str, str]:
+    """The message's MessageGroupId, the same tenant as the message it continues (SQS fair
+    queues); nothing when the body names none."""
+    group = message_group(body)
+    return {"MessageGroupId": group} if group is not None else {}
+
+
 class Requeue:
     """Sends deferred work back to the work queue; inert when no queue URL is configured."""
 
@@ -57,14 +64,12 @@ class Requeue:
         """Re-send ``body``; raises whatever SQS raises (the caller keeps the message)."""
         if not self.queue_url:
             raise RuntimeError("no WORK_QUEUE_URL")  # callers check `queue_url` first
-        group = message_group(body)
         try:
             self._sqs().send_message(
                 QueueUrl=self.queue_url,
                 MessageBody=body,
                 DelaySeconds=max(0, min(MAX_DELAY_SECONDS, delay)),
-                # Same tenant as the message it continues (SQS fair queues).
-                **({"MessageGroupId": group} if group is not None else {}),
+                **_tenant(body),
                 MessageAttributes={
                     ATTEMPT_ATTRIBUTE: {"DataType": "Number", "StringValue": str(attempt)},
                     WAITS_ATTRIBUTE: {"DataType": "Number", "StringValue": str(waits)},
@@ -98,7 +103,7 @@ class Requeue:
                     "Id": str(i),
                     "MessageBody": body,
                     "MessageAttributes": {SOURCE_MESSAGE_ID_ATTRIBUTE: source},
-                    **({"MessageGroupId": g} if (g := message_group(body)) is not None else {}),
+                    **_tenant(body),
                 }
                 for i, body in enumerate(batch)
             ]

@@ -153,3 +153,32 @@ def test_a_deferred_message_keeps_the_tenant_of_the_one_it_continues(sqs: Any) -
         Requeue(QUEUE, lambda: sqs).send(
             body, attempt=2, waits=0, delay=10, source_message_id="m-0"
         )
+
+
+def test_a_selections_parts_carry_their_tenant(sqs: Any) -> None:
+    """Parts the worker enqueues for a selection (``Requeue.enqueue``) name their tenant too."""
+    one, two = _body("req-1", "111111111111"), _body("req-1", "111111111111", "222222222222")
+    with Stubber(sqs) as stub:
+        stub.add_response(
+            "send_message_batch",
+            {"Successful": [], "Failed": []},
+            {
+                "QueueUrl": QUEUE,
+                "Entries": [
+                    {
+                        "Id": "0",
+                        "MessageBody": one,
+                        "MessageAttributes": ANY,
+                        "MessageGroupId": "111111111111",
+                    },
+                    {
+                        "Id": "1",
+                        "MessageBody": two,
+                        "MessageAttributes": ANY,
+                        "MessageGroupId": "req-1",
+                    },
+                ],
+            },
+        )
+
+        Requeue(QUEUE, lambda: sqs).enqueue([one, two], source_message_id="m-0")
