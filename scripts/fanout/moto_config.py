@@ -4,7 +4,7 @@ One setting matters here: ``lambda.use_docker``. moto runs a Lambda function's c
 Docker; without Docker, Invoke fails (``FunctionError``). With ``use_docker: false`` Invoke
 answers with the payload it was given, without running (or even looking up) the function, so
 a ``lambda.invoke`` job succeeds: what that proves is the worker's path (allow-list, AssumeRole
-into the account, session policy, ledger), not the function's (docs/emulator.md, section 5).
+into the account, session policy, ledger), not the function's (docs/emulator.md, section 6).
 moto keeps functions created in one mode apart from the other: switch before seeding.
 """
 

@@ -104,6 +104,24 @@ def test_a_destination_arn_receives_the_messages(
     assert read_queue(org.queue_url) == []
 
 
+def test_a_moved_message_keeps_its_message_group_id(
+    org: Organisation, sqs: SQSClient, read_queue: ReadQueue, settled: Settled
+) -> None:
+    """GIVEN a dead letter sent with MessageGroupId (its tenant, for a fair queue) and one without
+    WHEN moved back to the work queue
+    THEN the first still carries its group id and the second none."""
+    tenant = f"1{uuid.uuid4().int % 10**11:011d}"
+    sqs.send_message(QueueUrl=org.dlq_url, MessageBody="grouped", MessageGroupId=tenant)
+    sqs.send_message(QueueUrl=org.dlq_url, MessageBody="plain")
+
+    sqs.start_message_move_task(SourceArn=org.dlq_arn)
+
+    assert settled(org.dlq_arn)["Status"] == "COMPLETED"
+    moved = {m["Body"]: m.get("Attributes", {}) for m in read_queue(org.queue_url)}
+    assert moved["grouped"].get("MessageGroupId") == tenant
+    assert "MessageGroupId" not in moved["plain"]
+
+
 def test_a_rate_limited_task_runs_until_cancelled_and_keeps_what_it_moved(
     org: Organisation, sqs: SQSClient, depth: Depth, settled: Settled
 ) -> None:

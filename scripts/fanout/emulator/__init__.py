@@ -27,7 +27,11 @@ Where plain moto is not faithful, and what the emulator does instead:
   ``InstanceIds`` also ran on every other instance of the account; now on those named only.
 - **SQS** (``sqs``): moto lacks the message-move tasks (DLQ redrive) and logs a traceback per
   call. Start/List/CancelMessageMoveTask run a mover thread that re-sends each message (new id,
-  same body and attributes) to the destination.
+  same body, attributes and group id) to the destination.
+- **SQS delivery** (``sqs_delivery``, patched into moto's model by ``emulator_app``): moto's
+  delete rebuilds a queue's message list outside the lock its sends take (a concurrent send can
+  be dropped). Deletes, visibility changes, purges and receive passes hold the queue's lock, and
+  a standard queue delivers as an SQS fair queue (quiet tenants, by MessageGroupId, first).
 - **Ids** (``ids``): moto's ids are random; the seeder can ask for the fixed ids the sample
   events name (``seed_organisation(stable_ids=True)``), and for fixed member account ids
   (``seed_org_tree``: an AWS Organization of 42 accounts in nested OUs, tagged, one suspended).

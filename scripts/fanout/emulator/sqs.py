@@ -3,10 +3,10 @@
 ``StartMessageMoveTask`` starts an asynchronous task that moves the source (dead-letter) queue's
 messages to ``DestinationArn``, or, without one, back to the queue whose redrive policy names the
 source as its DLQ. As SQS does, a moved message is a new message (new message id, new enqueue
-time, attempts counted anew) with the same body and message attributes. The task runs on a
-thread of its own, at ``MaxNumberOfMessagesPerSecond`` when given; ``ListMessageMoveTasks``
-reports it (``RUNNING``, then ``COMPLETED``, ``CANCELLING``/``CANCELLED`` or ``FAILED``) and
-``CancelMessageMoveTask`` stops it, keeping what it moved.
+time, attempts counted anew) with the same body, message attributes and MessageGroupId. The
+task runs on a thread of its own, at ``MaxNumberOfMessagesPerSecond`` when given;
+``ListMessageMoveTasks`` reports it (``RUNNING``, then ``COMPLETED``, ``CANCELLING``/
+``CANCELLED`` or ``FAILED``) and ``CancelMessageMoveTask`` stops it, keeping what it moved.
 
 Limits of the emulator, each answered with an error rather than guessed: moto does not record
 which queue a dead letter came from, so without ``DestinationArn`` the source must be the DLQ of
@@ -269,6 +269,7 @@ class MessageMoveTasks:
                         task.destination.name,
                         message.body,
                         message_attributes=copy.deepcopy(message.message_attributes),
+                        group_id=message.group_id,  # the tenant of a fair queue
                     )
                     source.delete_message(task.source.name, message.receipt_handle)
                     with self._lock:
