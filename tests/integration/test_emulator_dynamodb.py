@@ -297,6 +297,100 @@ def test_an_item_the_service_refuses_midway_undoes_the_writes_before_it(
     assert "Item" not in ddb.get_item(TableName=table, Key={"pk": {"S": "fresh"}})
 
 
+def test_a_refused_update_of_a_new_item_leaves_no_item(ddb: DynamoDBClient, table: str) -> None:
+    """GIVEN no item "ghost"
+    WHEN a transaction puts "fresh" and updates "ghost" with an expression the service refuses
+    for it (n = n + 1: n does not exist)
+    THEN it is cancelled (ValidationError for the update) and neither item is there: the key
+    the emulator creates to validate the update once is undone with the transaction."""
+    with pytest.raises(ClientError) as caught:
+        ddb.transact_write_items(
+            TransactItems=[
+                _put(table, "fresh"),
+                {
+                    "Update": {
+                        "TableName": table,
+                        "Key": {"pk": {"S": "ghost"}},
+                        "UpdateExpression": "SET n = n + :one",
+                        "ExpressionAttributeValues": {":one": {"N": "1"}},
+                    }
+                },
+            ]
+        )
+
+    reasons = caught.value.response["CancellationReasons"]  # type: ignore[typeddict-item]
+    assert [r["Code"] for r in reasons] == ["None", "ValidationError"]
+    for pk in ("fresh", "ghost"):
+        assert "Item" not in ddb.get_item(TableName=table, Key={"pk": {"S": pk}})
+
+
+def test_updates_of_new_and_existing_items_write_what_the_expression_says(
+    ddb: DynamoDBClient, table: str
+) -> None:
+    """GIVEN an item "old" with n=1 and tags, and no item "new"
+    WHEN one transaction updates both with one expression (if_not_exists, arithmetic, REMOVE)
+    THEN each item holds exactly what the expression computes from what it held."""
+    ddb.put_item(
+        TableName=table,
+        Item={"pk": {"S": "old"}, "n": {"N": "1"}, "gone": {"S": "x"}, "first": {"S": "a"}},
+    )
+    update = {
+        "TableName": table,
+        "UpdateExpression": (
+            "SET n = if_not_exists(n, :zero) + :one, #first = if_not_exists(#first, :b) REMOVE gone"
+        ),
+        "ExpressionAttributeNames": {"#first": "first"},
+        "ExpressionAttributeValues": {":zero": {"N": "0"}, ":one": {"N": "1"}, ":b": {"S": "b"}},
+    }
+
+    ddb.transact_write_items(
+        TransactItems=[
+            {"Update": {**update, "Key": {"pk": {"S": "old"}}}},
+            {"Update": {**update, "Key": {"pk": {"S": "new"}}}},
+        ]
+    )
+
+    def item(pk: str) -> dict[str, Any]:
+        return dict(ddb.get_item(TableName=table, Key={"pk": {"S": pk}})["Item"])
+
+    assert item("old") == {"pk": {"S": "old"}, "n": {"N": "2"}, "first": {"S": "a"}}
+    assert item("new") == {"pk": {"S": "new"}, "n": {"N": "1"}, "first": {"S": "b"}}
+
+
+@pytest.mark.parametrize(
+    ("expression", "reason"),
+    [
+        ("SET a = :v, a = :v", "Two document paths overlap"),
+        ("SET pk = :v", "Cannot update attribute pk. This attribute is part of the key"),
+        ("SET a = :v SET b = :v", 'The "SET" section can only be used once'),
+    ],
+)
+def test_an_expression_the_service_refuses_is_refused_every_time(
+    ddb: DynamoDBClient, table: str, expression: str, reason: str
+) -> None:
+    """GIVEN an update expression DynamoDB refuses whatever the item (overlapping paths, a key
+    attribute, a clause twice)
+    WHEN it is sent three times, on a new item and an existing one
+    THEN every answer is the ValidationError that names why, and no item changes (the emulator
+    remembers only expressions that passed these checks)."""
+    ddb.put_item(TableName=table, Item={"pk": {"S": "there"}, "a": {"S": "kept"}})
+
+    for pk in ("new", "there", "new"):
+        with pytest.raises(ClientError) as caught:
+            ddb.update_item(
+                TableName=table,
+                Key={"pk": {"S": pk}},
+                UpdateExpression=expression,
+                ExpressionAttributeValues={":v": {"S": "changed"}},
+            )
+        assert caught.value.response["Error"]["Code"] == "ValidationException"
+        assert reason in caught.value.response["Error"]["Message"]
+
+    assert "Item" not in ddb.get_item(TableName=table, Key={"pk": {"S": "new"}})
+    there = ddb.get_item(TableName=table, Key={"pk": {"S": "there"}})["Item"]
+    assert there == {"pk": {"S": "there"}, "a": {"S": "kept"}}
+
+
 def test_conditions_that_hold_write_every_item(ddb: DynamoDBClient, table: str) -> None:
     """GIVEN an empty table WHEN a transaction puts two items on attribute_not_exists
     THEN both are there."""

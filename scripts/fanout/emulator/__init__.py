@@ -32,6 +32,9 @@ Where plain moto is not faithful, and what the emulator does instead:
   delete rebuilds a queue's message list outside the lock its sends take (a concurrent send can
   be dropped). Deletes, visibility changes, purges and receive passes hold the queue's lock, and
   a standard queue delivers as an SQS fair queue (quiet tenants, by MessageGroupId, first).
+- **CPU** (``moto_costs``, not a fidelity patch): update expressions parsed once, validated on a
+  pickled copy, checked for their text alone once; SQS retention read directly. moto answers the
+  same, at about a quarter of the DynamoDB cost (docs/emulator.md, section 8).
 - **Ids** (``ids``): moto's ids are random; the seeder can ask for the fixed ids the sample
   events name (``seed_organisation(stable_ids=True)``), and for fixed member account ids
   (``seed_org_tree``: an AWS Organization of 42 accounts in nested OUs, tagged, one suspended).

@@ -302,8 +302,9 @@ def _run(backend: Any, writes: list[_Write], body: dict[str, Any]) -> Reply:
         try:
             _apply(backend, write)
         except JsonRESTError as exc:
-            # The service refuses such an item before writing any: cancel, undo ours.
-            for done, before in undo[:n]:
+            # The service refuses such an item before writing any: cancel, undo ours (this
+            # one too: _apply may have created its key).
+            for done, before in undo[: n + 1]:
                 _restore(done, before)
             failed: list[tuple[str | None, str | None, dict[str, Any] | None]] = [
                 (None, None, None)
@@ -320,6 +321,13 @@ def _apply(backend: Any, write: _Write) -> None:
     elif write.kind == "Delete":
         backend.delete_item(name, write.key)
     elif write.kind == "Update":
+        table = write.table
+        if table.stream_shard is None and table.get_item(write.hash_key, write.range_key) is None:
+            # moto validates an update of a new item twice (against an empty item, then the
+            # created one): create it first so it validates once. A refused update is undone
+            # with the rest of the transaction. (Not on a table with a stream: that would
+            # record an extra insert.)
+            table.put_item(write.key)
         backend.update_item(
             name,
             write.key,

@@ -16,7 +16,7 @@ from typing import Final
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from fanout.emulator import sqs_delivery
+from fanout.emulator import moto_costs, sqs_delivery
 from fanout.emulator.cloudfront import CallerReferenceIdempotency
 from fanout.emulator.dynamodb import DynamoDBAtomicity
 from fanout.emulator.ids import StableIds
@@ -66,6 +66,7 @@ def emulator_app() -> Middleware:
     )
 
     _list_moto_modules_once()
+    moto_costs.install()
     sqs_delivery.install()
     return Middleware(DomainDispatcherApplication(create_backend_app), fidelity_patches())
 
