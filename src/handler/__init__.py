@@ -14,6 +14,7 @@ Modules, one job each (docs/architecture.md has the same map, docs/life-of-a-job
     attempt        one call: claim its jobs, make it, record each end
     execute        making one call: pacing, retries, recovery, dry-run pre-flight
     ratelimit      adaptive token buckets per (account, region, API)
+    ratelimit_shared  one quota for every instance: call start times leased from the table
     retry          tenacity policies bounded by the function's remaining time
     deadline       the time budget of the invocation
     durations      expected call durations (when a call may still start)

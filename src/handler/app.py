@@ -28,6 +28,7 @@ from handler.deadletter import DeadLetters
 from handler.deadline import Deadline
 from handler.dispatch import Dispatcher
 from handler.durations import CallDurations
+from handler.dynamo import Table
 from handler.exceptions import ConfigurationError
 from handler.execute import CallRunner
 from handler.expansion import Expander
@@ -36,6 +37,7 @@ from handler.ledger_dynamodb import DynamoDBLedger
 from handler.ledger_memory import InMemoryLedger
 from handler.organization import Directory
 from handler.ratelimit import RateLimiter
+from handler.ratelimit_shared import SharedRates
 from handler.requests import RequestLedger
 from handler.requests_dynamodb import DynamoDBRequests
 from handler.requests_memory import InMemoryRequests
@@ -75,9 +77,12 @@ def build_worker(settings: Settings, *, clock: Callable[[], float] = time.time) 
         requests = DynamoDBRequests(settings.ledger_table, lambda: own("dynamodb"), clock)
     else:
         ledger, requests = InMemoryLedger(clock), InMemoryRequests(clock)
+    shared = None
+    if settings.ledger_table and settings.rate_sharing == "table":
+        shared = SharedRates(Table(settings.ledger_table, lambda: own("dynamodb")), clock)
     runner = CallRunner(
         TargetClients(settings, sessions),
-        RateLimiter(overrides=settings.rate_limits),
+        RateLimiter(overrides=settings.rate_limits, shared=shared),
         CallDurations(),
         narrow_sessions=settings.session_policy_scope == "resource",
     )

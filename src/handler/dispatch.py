@@ -116,8 +116,10 @@ class Dispatcher:
         and ends when the lane is done, so the ledger's round trips overlap the other lanes'
         calls instead of forming phases of their own."""
         ahead = self._attempts.claims_ahead(lane.calls, scope)
+        task, first = lane.calls[0]
         try:
-            return self._run_calls(lane, scope, endings, ahead)
+            with self._runner.expect_calls(task.rate_key(first), len(lane.calls)):
+                return self._run_calls(lane, scope, endings, ahead)
         finally:
             ahead.release()  # what the lane claimed and did not start (stopped, held back)
             endings.write(wait=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -114,6 +115,10 @@ class CallRunner:
 
     def expected(self, task: Task) -> float:
         return self._durations.expected(task.name)
+
+    def expect_calls(self, key: tuple[str, str, str], calls: int) -> AbstractContextManager[None]:
+        """A lane of ``calls`` calls of rate key ``key`` runs inside this block."""
+        return self._limiter.expect(key, calls)
 
     def run(
         self,

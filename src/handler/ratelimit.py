@@ -3,17 +3,26 @@
 Each bucket starts at the plugin's declared rate. A throttling response halves the bucket's rate
 (never below a floor); each success wins back a tenth of the declared rate (AIMD, as TCP does),
 so the worker settles just under the quota the target account really grants.
+
+With a ledger table, every instance also takes each call's start time from the table
+(``handler.ratelimit_shared``): the buckets here then adapt to throttling, the table shares the
+quota between instances.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from handler.exceptions import DeadlineExceededError
 from tasks.base import RateLimit
+
+if TYPE_CHECKING:
+    from handler.ratelimit_shared import SharedRates
 
 __all__ = ["RateLimiter", "TokenBucket"]
 
@@ -64,18 +73,30 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] | None = None,
         overrides: Mapping[str, tuple[float, int]] | None = None,
+        shared: SharedRates | None = None,
     ) -> None:
         self._overrides = dict(overrides or {})
+        self._shared = shared
         self._clock = clock
         self._sleep = sleep or time.sleep
         self._buckets: dict[RateKey, TokenBucket] = {}
         self._lock = threading.Lock()
 
+    def limit(self, rate: RateLimit) -> tuple[float, int]:
+        """The quota in force for ``rate``'s API: ``RATE_LIMITS``, else the plugin's."""
+        return self._overrides.get(rate.api, (rate.per_second, rate.burst))
+
+    @contextmanager
+    def expect(self, key: RateKey, calls: int) -> Iterator[None]:
+        """``calls`` more calls of ``key`` are coming (a lane): shared leases are sized by it."""
+        with self._shared.expect(key, calls) if self._shared is not None else nullcontext():
+            yield
+
     def bucket(self, key: RateKey, rate: RateLimit) -> TokenBucket:
         with self._lock:
             bucket = self._buckets.get(key)
             if bucket is None:
-                per_second, burst = self._overrides.get(rate.api, (rate.per_second, rate.burst))
+                per_second, burst = self.limit(rate)
                 bucket = TokenBucket(per_second, burst, clock=self._clock)
                 self._buckets[key] = bucket
             return bucket
@@ -84,11 +105,22 @@ class RateLimiter:
         """Wait for a token; refuse (deadline) rather than wait longer than ``max_wait``."""
         bucket = self.bucket(key, rate)
         wait = bucket.reserve()
-        if wait > max_wait:
+        try:
+            wait = max(wait, self._shared_wait(key, rate, wait, max_wait))
+        except Exception:
             with bucket.lock:
                 bucket.tokens += 1.0  # give the token back: we will not use it
-            raise DeadlineExceededError(
-                f"rate limit {key[2]} for {key[0]} needs {wait:.1f}s, only {max_wait:.1f}s left"
-            )
+            raise
         if wait > 0:
             self._sleep(wait)
+
+    def _shared_wait(self, key: RateKey, rate: RateLimit, local: float, max_wait: float) -> float:
+        """Refuse a local wait longer than ``max_wait``; else the wait for the shared slot."""
+        if local > max_wait:
+            raise DeadlineExceededError(
+                f"rate limit {key[2]} for {key[0]} needs {local:.1f}s, only {max_wait:.1f}s left"
+            )
+        if self._shared is None:
+            return 0.0
+        per_second, burst = self.limit(rate)
+        return self._shared.slot(key, per_second=per_second, burst=burst, max_wait=max_wait)

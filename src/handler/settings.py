@@ -103,6 +103,9 @@ class Settings:
     max_workers: int = 16  # lanes mostly wait on I/O or a token bucket: threads are cheap
     # Per-API overrides of the plugins' declared rates: api -> (per second, burst).
     rate_limits: Mapping[str, tuple[float, int]] = field(default_factory=dict)
+    # "table": with a ledger table, instances share each quota through it
+    # (handler.ratelimit_shared); "instance": each instance paces itself alone.
+    rate_sharing: str = "table"
     # "task": session policy = the task's actions on its resources in the account (one STS
     # call per account and task); "resource": only the call's own resources (one per resource).
     session_policy_scope: str = "task"
@@ -134,6 +137,7 @@ class Settings:
             metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or "Fanout",
             max_workers=_positive_int(env, "MAX_WORKERS", 16),
             rate_limits=_rate_limits(env.get("RATE_LIMITS", "")),
+            rate_sharing=_choice(env, "RATE_SHARING", ("table", "instance")),
             session_policy_scope=_choice(env, "SESSION_POLICY_SCOPE", ("task", "resource")),
             max_targets_per_message=_positive_int(
                 env, "MAX_TARGETS_PER_MESSAGE", MAX_TARGETS_PER_MESSAGE

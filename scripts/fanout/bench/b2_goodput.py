@@ -129,6 +129,7 @@ def variant_round(
     time_limit: float,
     ledger: bool = True,
     targets_per_message: int = TARGETS_PER_MESSAGE,
+    sharing: str = "table",
 ) -> dict[str, Any]:
     """Publish ``jobs`` SendCommand jobs, drain them with ``processes`` workers, count effects."""
     # A request of its own: the shared ledger would (rightly) replay jobs another variant ran.
@@ -140,6 +141,9 @@ def variant_round(
         org,
         host.proxy_url,
         RATE_LIMITS=f"{API}={rate:g}",
+        # "table": the instances share the quota through the ledger table; "instance": each
+        # paces itself alone (handler.ratelimit_shared).
+        RATE_SHARING=sharing,
         # One lane per account must run at once: a lane waiting for tokens holds its thread.
         MAX_WORKERS="16",
     )
@@ -170,6 +174,7 @@ def variant_round(
         "targets_per_message": targets_per_message,
         "handler": handler,
         "rate_limit": rate,
+        "rate_sharing": sharing if ledger else "instance",
         "wall_seconds": wall,
         "emulator_cpu_seconds": emulator_cpu,
         "quota_span_seconds": span,
@@ -192,61 +197,18 @@ def _line(v: dict[str, Any]) -> str:
     )
 
 
-def _shared_bucket(own: dict[str, Any], split: dict[str, Any]) -> dict[str, Any]:
-    """Would a bucket shared by all instances (in DynamoDB) pay? The numbers, and a verdict."""
-    extra = split["send_command_requests"]  # one conditional write per call to take a token
-    by_operation = split["api_calls_by_operation"]
-    ledger = sum(
-        n
-        for op, n in by_operation.items()
-        if op in ("dynamodb:UpdateItem", "dynamodb:TransactWriteItems")
-    )
-    active = sum(1 for r in split["instances"] if r.get("invocations"))
-    cost = (
-        f"A shared DynamoDB bucket costs one conditional write per call ({extra} here, "
-        f"+{extra / max(ledger, 1):.0%} over the ledger's {ledger}) and a round trip before "
-        "each call"
-    )
-    own_text = (
-        f"Two instances with their own buckets at Q: {own['goodput']:.2f} of quota, "
-        f"{own['throttled_ratio']:.1%} throttled, {own['wall_seconds']:.0f} s."
-    )
-    split_text = (
-        f"Static split (RATE_LIMITS = Q / instances): {split['goodput']:.2f} of quota, "
-        f"{split['throttled_ratio']:.1%} throttled, {active} of {len(split['instances'])} "
-        "instances had work."
-    )
-    if split["throttled_ratio"] > TARGET_THROTTLED:
-        verdict = f"{own_text} {split_text} Even the split is throttled: a shared bucket pays."
-    elif split["goodput"] >= TARGET_GOODPUT:
-        verdict = (
-            f"Not worth building now. {own_text} {split_text} {cost}, and can at best match "
-            "the split. It pays only when fewer instances run than the split assumes: the "
-            "split then leaves (1 - active/N) of the quota unused."
-        )
-    else:
-        verdict = (
-            f"{own_text} {split_text} The split left quota unused because fewer instances had "
-            f"work than it assumes: the case a shared bucket fixes. {cost}."
-        )
-    return {
-        "own_buckets_goodput": own["goodput"],
-        "own_buckets_throttled_ratio": own["throttled_ratio"],
-        "split_goodput": split["goodput"],
-        "split_throttled_ratio": split["throttled_ratio"],
-        "split_active_instances": active,
-        "shared_bucket_extra_writes": extra,
-        "ledger_writes": ledger,
-        "verdict": verdict,
-    }
-
-
 def run(host: Host, org: Organisation, *, quick: bool) -> Result:
     jobs = 200 if quick else 1000
     limit = 150.0 if quick else 240.0
 
     def variant(
-        name: str, processes: int, handler: str, rate: float, *, ledger: bool = True
+        name: str,
+        processes: int,
+        handler: str,
+        rate: float,
+        *,
+        ledger: bool = True,
+        sharing: str = "table",
     ) -> dict[str, Any]:
         return variant_round(
             host,
@@ -258,13 +220,15 @@ def run(host: Host, org: Organisation, *, quick: bool) -> Result:
             rate=rate,
             time_limit=limit,
             ledger=ledger,
+            sharing=sharing,
         )
 
     one = variant("one", 1, "worker", QUOTA)
     memory = variant("memory", 1, "worker", QUOTA, ledger=False)
     base = variant("base", 1, "baseline-ssm", QUOTA)
-    two = variant("two", 2, "worker", QUOTA)
-    split = variant("split", 2, "worker", QUOTA / 2)
+    # Two instances pacing themselves alone: what sharing the quota through the table replaces.
+    two = variant("two", 2, "worker", QUOTA, sharing="instance")
+    split = variant("split", 2, "worker", QUOTA / 2, sharing="instance")
     met = (
         one["goodput"] >= TARGET_GOODPUT
         and one["throttled_ratio"] <= TARGET_THROTTLED
@@ -298,6 +262,5 @@ def run(host: Host, org: Organisation, *, quick: bool) -> Result:
             "baseline": base,
             "two_workers_own_buckets": two,
             "two_workers_split_quota": split,
-            "shared_bucket": _shared_bucket(two, split),
         },
     )

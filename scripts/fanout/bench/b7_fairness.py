@@ -3,7 +3,8 @@
 Workload (``ssm.send_command``, one call per job, Q per account enforced by the proxy as in B2):
 one noisy account's jobs published first, then nine quiet accounts with 10 jobs each (one
 message per account), drained by three worker processes configured as the capacity guidance
-says (``RATE_LIMITS`` = Q / instances, visibility 360 s, batches of 10 messages). A quiet
+says (``RATE_LIMITS`` = Q shared through the ledger table, visibility 360 s, batches of 10
+messages). A quiet
 job's completion time is its SendCommand's request time (moto's clock, this machine) minus
 the moment the last worker started polling (every consumer present, as a warm fleet is).
 
@@ -83,7 +84,7 @@ def _round(
     expected = noisy_tokens | quiet_tokens
     org = fresh_queues(org, f"b7-{name}", visibility_timeout=360, max_receive_count=5)
     env = worker_env(
-        org, host.proxy_url, RATE_LIMITS=f"{API}={QUOTA / PROCESSES:g}", MAX_WORKERS="16"
+        org, host.proxy_url, RATE_LIMITS=f"{API}={QUOTA:g}", RATE_SHARING="table", MAX_WORKERS="16"
     )
     before = {row[3] for row in host.effects()["commands"]}
     host.reset({API: (QUOTA, BURST)})
