@@ -261,10 +261,12 @@ def _b7(details: dict[str, Any]) -> list[str]:
         "",
         f"{details['quiet_accounts']} quiet accounts x {details['quiet_jobs_per_account']} "
         f"`ssm.send_command` jobs (one message each), published after one noisy account's "
-        f"{details['noisy_jobs']} jobs; {details['processes']} worker processes at "
-        f"RATE_LIMITS = Q / {details['processes']}, Q = {details['quota_per_account']:g}/s per "
+        f"{details['noisy_jobs']} jobs; {details['processes']} worker processes sharing "
+        f"RATE_LIMITS = Q through the ledger table, Q = {details['quota_per_account']:g}/s per "
         "account. Times are from the moment the last worker started polling to each job's "
-        "SendCommand.",
+        "SendCommand. Delivery order is the emulator's fair-queue emulation of the documented "
+        "SQS behaviour (quiet tenants by MessageGroupId first; docs/emulator.md, section 5), "
+        "the sending side fanout's (MessageGroupId = account).",
     ]
 
 
