@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from fanout.emulator import Emulator, fake_session
+from fanout.emulator import Emulator, create_ledger_table, fake_session
 from handler.dynamo import Table
 from handler.ratelimit_shared import SharedRates
 from tests.unit.test_ratelimit_shared import Clock, conforms
@@ -40,22 +40,12 @@ def _client(emulator: Emulator) -> DynamoDBClient:
 
 @pytest.fixture
 def table(emulator: Emulator) -> Iterator[str]:
-    name = f"rates-{uuid.uuid4().hex[:12]}"
-    ddb = _client(emulator)
-    ddb.create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
+    """A ledger table of its own, keyed as the template's (the seeder's own helper)."""
+    name = create_ledger_table(
+        emulator.endpoint_url, region="us-east-1", name=f"rates-{uuid.uuid4().hex[:12]}"
     )
     yield name
-    ddb.delete_table(TableName=name)
+    _client(emulator).delete_table(TableName=name)
 
 
 def test_instances_racing_for_slots_never_exceed_the_rate_together(
