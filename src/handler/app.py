@@ -112,6 +112,7 @@ def build_worker(settings: Settings, *, clock: Callable[[], float] = time.time) 
                 clock=clock,
             ),
             Alarms(lambda: own("cloudwatch")),
+            max_workers=settings.max_workers,
         ),
         dead_letters=dead_letters,
         expander=Expander(

@@ -3,12 +3,15 @@ controls every job is gated by), and count the final states the batch's jobs rea
 (finishing and announcing the requests that are complete).
 
 Counting is idempotent (``handler.requests``): when a count cannot be written, the request's
-messages come back, and their replays count again without counting anything twice.
+messages come back, and their replays count again without counting anything twice. Requests are
+counted (and announced) concurrently: each is a chain of round trips of its own (count, export,
+event, mark) that no other request's waits for, and a batch of legacy messages is ten requests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from aws_lambda_powertools import Logger
@@ -38,11 +41,17 @@ class Ended:
 
 class RequestTracker:
     def __init__(
-        self, requests: RequestLedger, completions: Completions, alarms: Alarms | None = None
+        self,
+        requests: RequestLedger,
+        completions: Completions,
+        alarms: Alarms | None = None,
+        *,
+        max_workers: int = 1,
     ) -> None:
         self._requests = requests
         self._completions = completions
         self._alarms = alarms
+        self._max_workers = max_workers
 
     def views(self, messages: Sequence[tuple[Message, Envelope]]) -> dict[str, RequestView]:
         """Each request's controls as its record and this batch's messages state them, after
@@ -108,31 +117,41 @@ class RequestTracker:
         by_request: dict[str, list[Ended]] = {}
         for each in ended:
             by_request.setdefault(each.envelope.request_id, []).append(each)
-        failed: list[str] = []
-        for request_id, items in by_request.items():
-            states = {key: state for item in items for key, state in item.states.items()}
-            opening = RequestOpen.of(items[0].envelope, items[0].message.sender)
-            # Rolled region by region: each region's ended set too (``handler.rollout``).
-            regions = {
-                job.key: job.region
-                for item in items
-                if item.envelope.options.region_order
-                for job in item.envelope.jobs
-                if job.key in states
-            }
-            try:
-                finished = self._count(opening, states, regions)
-                if finished is not None:
-                    metrics.count(f"Requests{finished.outcome.capitalize()}", finished.task)
-            except ConfigurationError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the messages come back and count again
-                logger.warning(
-                    "could not count or announce the request's ends",
-                    extra={"request_id": request_id, "reason": str(exc)},
-                )
-                failed += [item.message.message_id for item in items]
-        return failed
+        groups = list(by_request.values())
+        workers = min(self._max_workers, len(groups))
+        if workers <= 1:
+            return [m for items in groups for m in self._count_request(items, metrics)]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fanout-count") as pool:
+            futures = [pool.submit(self._count_request, items, metrics) for items in groups]
+            # .result() re-raises a ConfigurationError: the whole batch comes back.
+            return [m for future in futures for m in future.result()]
+
+    def _count_request(self, items: Sequence[Ended], metrics: BatchMetrics) -> list[str]:
+        """Count one request's ends (all its messages of this batch); the ids of its messages
+        that must come back (none when counted)."""
+        states = {key: state for item in items for key, state in item.states.items()}
+        opening = RequestOpen.of(items[0].envelope, items[0].message.sender)
+        # Rolled region by region: each region's ended set too (``handler.rollout``).
+        regions = {
+            job.key: job.region
+            for item in items
+            if item.envelope.options.region_order
+            for job in item.envelope.jobs
+            if job.key in states
+        }
+        try:
+            finished = self._count(opening, states, regions)
+            if finished is not None:
+                metrics.count(f"Requests{finished.outcome.capitalize()}", finished.task)
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the messages come back and count again
+            logger.warning(
+                "could not count or announce the request's ends",
+                extra={"request_id": opening.request_id, "reason": str(exc)},
+            )
+            return [item.message.message_id for item in items]
+        return []
 
     def _count(
         self, opening: RequestOpen, states: Mapping[str, JobState], regions: Mapping[str, str]
