@@ -9,6 +9,8 @@ then an EventBridge event - source ``fanout``, detail-type ``Request Finished`` 
 dies is replaced by the next delivery of the request's last message (which is not acknowledged
 before the announcement went out). A replacement after a crash *between* PutEvents and the mark
 can repeat the event: its detail carries the request id for consumers to deduplicate on.
+Requests of one batch are announced concurrently, their events sharing PutEvents calls
+(``handler.event_sender``); each request still learns whether its own event went out.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Final
 
 from aws_lambda_powertools import Logger
 
+from handler.event_sender import EventSender
 from handler.ledger import JobRecord
 from handler.requests import RequestLedger, RequestRecord, RequestState
 
@@ -86,7 +89,7 @@ class Completions:
         self._requests = requests
         self._jobs = jobs
         self._bus = event_bus
-        self._events = events
+        self._events = EventSender(events)  # concurrent announcements share PutEvents calls
         self._bucket = results_bucket
         self._prefix = results_prefix
         self._s3 = s3
@@ -156,16 +159,11 @@ class Completions:
     def _publish(self, detail: dict[str, Any]) -> None:
         if not self._bus:
             return
-        response = self._events().put_events(
-            Entries=[
-                {
-                    "Source": EVENT_SOURCE,
-                    "DetailType": DETAIL_TYPE,
-                    "Detail": json.dumps(detail, sort_keys=True),
-                    "EventBusName": self._bus,
-                }
-            ]
+        self._events.put(
+            {
+                "Source": EVENT_SOURCE,
+                "DetailType": DETAIL_TYPE,
+                "Detail": json.dumps(detail, sort_keys=True),
+                "EventBusName": self._bus,
+            }
         )
-        if response.get("FailedEntryCount"):
-            entry = response.get("Entries", [{}])[0]
-            raise RuntimeError(f"PutEvents refused the event: {entry.get('ErrorCode', '?')}")
