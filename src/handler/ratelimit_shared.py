@@ -24,8 +24,10 @@ Invariants the argument rests on:
    leases (each covers at most ``LEASE_SECONDS`` of the rate, and instances are few): it was
    written by a clock that is wrong, and is replaced by a lease from now (still conditional on
    the tat seen), rather than stopping every instance until that clock's time comes.
-5. One token of the burst is kept back (``burst - 1``, at least 1): a request's network latency
-   varies, so calls started exactly on their slots can reach the service closer together.
+5. The burst's tolerance is ``JITTER_SLACK_SECONDS`` short of the declared one: a request's
+   network latency varies, so calls started exactly on their slots can reach the service closer
+   together by that much and still conform. (A whole token kept back cost every lane's second
+   call a full interval; 50 ms covers the spread of in-region round trips.)
 
 The item expires (TTL) a day after its last lease; a missing item is an unused quota.
 """
@@ -43,13 +45,21 @@ from typing import Final
 from handler.dynamo import Table, n, read_n, s
 from handler.exceptions import DeadlineExceededError, ThrottledError
 
-__all__ = ["LEASE_SECONDS", "SKEWED_AHEAD_SECONDS", "STALE_SECONDS", "SharedRates", "gcra_slots"]
+__all__ = [
+    "JITTER_SLACK_SECONDS",
+    "LEASE_SECONDS",
+    "SKEWED_AHEAD_SECONDS",
+    "STALE_SECONDS",
+    "SharedRates",
+    "gcra_slots",
+]
 
 RateKey = tuple[str, str, str]  # account, region (or "global"), api
 
 LEASE_SECONDS: Final = 2.0
 STALE_SECONDS: Final = 0.25
 SKEWED_AHEAD_SECONDS: Final = 120.0
+JITTER_SLACK_SECONDS: Final = 0.05
 ITEM_TTL_SECONDS: Final = 86_400
 # Compare-and-set attempts of one lease before the call is treated as throttled: each failed
 # attempt means another instance leased in between, and returns the tat it wrote.
@@ -58,11 +68,18 @@ _PK: Final = "rate#"
 
 
 def gcra_slots(
-    tat: float | None, now: float, count: int, *, per_second: float, burst: int
+    tat: float | None,
+    now: float,
+    count: int,
+    *,
+    per_second: float,
+    burst: int,
+    slack: float = 0.0,
 ) -> tuple[list[float], float]:
-    """The earliest ``count`` start times from ``now`` that conform, and the tat after them."""
+    """The earliest ``count`` start times from ``now`` that conform to the rate and a burst
+    tolerance ``slack`` seconds short of ``burst``'s, and the tat after them."""
     interval = 1.0 / per_second
-    tolerance = (burst - 1) * interval
+    tolerance = max(0.0, (burst - 1) * interval - slack)
     current = now if tat is None else tat
     slots: list[float] = []
     start = now
@@ -144,14 +161,15 @@ class SharedRates:
         with self._lock:
             wanted = max(1, self._demand[key])
         count = max(1, min(wanted, int(per_second * LEASE_SECONDS)))
-        kept = max(1, burst - 1)  # invariant 5
         item_key = {"pk": s(_PK + "#".join(key)), "sk": s("rate")}
         for _ in range(_ATTEMPTS):
             now = self._clock()
             seen = state.tat
             skewed = seen is not None and seen - now > SKEWED_AHEAD_SECONDS  # invariant 4
             base = None if skewed else seen
-            slots, tat = gcra_slots(base, now, count, per_second=per_second, burst=kept)
+            slots, tat = gcra_slots(  # invariant 5: the slack
+                base, now, count, per_second=per_second, burst=burst, slack=JITTER_SLACK_SECONDS
+            )
             tat = round(tat, 3)  # stored as n() writes it: the next condition compares equal
             if slots[0] - now > max_wait:
                 return slots[0]  # not leased: slot() refuses with the wait it would have

@@ -20,7 +20,13 @@ from moto import mock_aws
 from handler.dynamo import Table
 from handler.exceptions import DeadlineExceededError
 from handler.ratelimit import RateLimiter
-from handler.ratelimit_shared import LEASE_SECONDS, STALE_SECONDS, SharedRates, gcra_slots
+from handler.ratelimit_shared import (
+    JITTER_SLACK_SECONDS,
+    LEASE_SECONDS,
+    STALE_SECONDS,
+    SharedRates,
+    gcra_slots,
+)
 from tasks.base import RateLimit
 
 if TYPE_CHECKING:
@@ -28,7 +34,7 @@ if TYPE_CHECKING:
 
 KEY = ("111111111111", "us-east-1", "ssm:SendCommand")
 RATE, BURST = 5.0, 5
-KEPT = BURST - 1  # the burst a lease uses: one token kept back for network jitter
+SLACK = JITTER_SLACK_SECONDS  # how much less burst a lease uses, for network jitter
 
 
 class Clock:
@@ -70,13 +76,15 @@ def ddb() -> Iterator[DynamoDBClient]:
         yield client
 
 
-def conforms(slots: Sequence[float], *, per_second: float, burst: int) -> bool:
-    """Whether no window holds more calls than ``burst`` plus the rate times its length."""
-    ordered = sorted(slots)
+def conforms(slots: Sequence[float], *, per_second: float, burst: int, slack: float = 0.0) -> bool:
+    """Whether the calls conform to the rate with ``burst``'s tolerance less ``slack`` seconds
+    (GCRA): any ``k`` calls after a first span at least ``k`` intervals less the tolerance."""
+    ordered, interval = sorted(slots), 1.0 / per_second
+    tolerance = max(0.0, (burst - 1) * interval - slack)
     return all(
-        (j - i + 1) <= burst + (ordered[j] - ordered[i]) * per_second + 1e-6
+        ordered[j] - ordered[i] >= (j - i) * interval - tolerance - 1e-6
         for i in range(len(ordered))
-        for j in range(i, len(ordered))
+        for j in range(i + 1, len(ordered))
     )
 
 
@@ -102,8 +110,8 @@ def test_instances_interleaving_at_random_never_exceed_the_rate_together(
 ) -> None:
     """GIVEN three instances sharing a key, each expecting lanes of 1 to 8 calls
     WHEN they take 150 slots in a random interleaving while time advances irregularly
-    THEN all of them together conform to 5/s with burst 4 (one token of the declared 5 kept
-    back)."""
+    THEN all of them together conform to 5/s with burst 5, its tolerance 50 ms short (the
+    jitter slack)."""
     clock, rng = Clock(), random.Random(7)
     instances = [SharedRates(Table("ledger", lambda: ddb), clock) for _ in range(3)]
     taken: list[float] = []
@@ -115,14 +123,15 @@ def test_instances_interleaving_at_random_never_exceed_the_rate_together(
         clock.now += rng.choice([0.0, 0.01, 0.05, 0.3, 1.5])
 
     assert len(taken) == 150
-    assert conforms(taken, per_second=RATE, burst=KEPT)
+    assert conforms(taken, per_second=RATE, burst=BURST, slack=SLACK)
 
 
 def test_instances_asking_at_once_share_the_whole_quota_with_no_gap(ddb: DynamoDBClient) -> None:
     """GIVEN three instances, each with a lane of 10 calls
     WHEN they take their slots in turn at one instant
-    THEN the 30 slots are the burst (4) now and then one every 0.2 s: the last 5.2 s out, as
-    one instance alone would get them - the quota is shared, not split."""
+    THEN the 30 slots are 4 now, the burst's 5th 50 ms later (the jitter slack), then one every
+    0.2 s: the last 5.05 s out, as one instance alone would get them - the quota is shared, not
+    split."""
     clock = Clock()
     instances = [SharedRates(Table("ledger", lambda: ddb), clock) for _ in range(3)]
     waits: list[float] = []
@@ -133,8 +142,9 @@ def test_instances_asking_at_once_share_the_whole_quota_with_no_gap(ddb: DynamoD
             for instance in instances:
                 waits.append(instance.slot(KEY, per_second=RATE, burst=BURST, max_wait=600))
 
+    tolerance = (BURST - 1) / RATE - SLACK
     assert sorted(waits) == pytest.approx(
-        [0.0] * KEPT + [0.2 * i for i in range(1, 30 - KEPT + 1)], abs=1e-3
+        [0.0] * (BURST - 1) + [k / RATE - tolerance for k in range(BURST - 1, 30)], abs=1e-3
     )
 
 
@@ -173,9 +183,10 @@ def test_a_lost_race_leases_again_from_the_tat_the_winner_wrote(ddb: DynamoDBCli
 
     a_wait = a.slot(KEY, per_second=RATE, burst=BURST, max_wait=600)
 
+    tolerance = (BURST - 1) / RATE - SLACK  # 0.75 s: B's 4th slot is A's first's 5th
     assert a_table.updates == 2
-    assert b_waits == pytest.approx([0.0, 0.0, 0.0, 0.2], abs=1e-3)
-    assert a_wait == pytest.approx(0.4, abs=1e-3)
+    assert b_waits == pytest.approx([0.0, 0.0, 0.0, 4 / RATE - tolerance], abs=1e-3)
+    assert a_wait == pytest.approx(5 / RATE - tolerance, abs=1e-3)
 
 
 def test_a_slot_further_off_than_the_time_left_is_refused_and_not_leased(
@@ -213,7 +224,7 @@ def test_a_slot_left_unused_is_dropped_not_spent_later_in_a_burst(ddb: DynamoDBC
             used.append(clock.now + shared.slot(KEY, per_second=RATE, burst=BURST, max_wait=600))
 
     assert table.updates == 2
-    assert conforms(used[1:], per_second=RATE, burst=KEPT)
+    assert conforms(used[1:], per_second=RATE, burst=BURST, slack=SLACK)
 
 
 def test_a_refused_shared_slot_gives_the_local_token_back(ddb: DynamoDBClient) -> None:
