@@ -29,6 +29,7 @@ from fanout.bench.harness import fresh_queues, ops_sqs, worker_env
 from fanout.bench.poll import TimedHandler, drain, worker_handler
 from fanout.emulator import Organisation, fake_session
 from fanout.publish import publish
+from tasks.registry import get_task
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -39,9 +40,8 @@ __all__ = ["run"]
 # +20 ms per call (AWS's round trips), ahead of botocove in both.
 TARGET_SPEEDUP = 5.0
 TARGET_SPEEDUP_AT_LATENCY = 10.0
-# The plugin's declared CreateInvalidation rate, enforced by the proxy in the last round.
+# The plugin's declared CreateInvalidation rate is enforced by the proxy in the last round.
 QUOTA_API = "cloudfront:CreateInvalidation"
-CLOUDFRONT_QUOTA = (2.0, 2)
 TIME_LIMIT_S = 90.0
 # A conservative in-region round trip for STS/CloudFront/DynamoDB control-plane calls.
 LATENCY_MS = 20.0
@@ -401,7 +401,9 @@ def run(host: Host, org: Organisation, *, quick: bool) -> Result:
         latency_ms=LATENCY_MS,
         unset=("LEDGER_TABLE",),
     )
-    quota = _round(host, org, bodies, quota=CLOUDFRONT_QUOTA)
+    declared = get_task("cloudfront.invalidate").rate
+    cloudfront_quota = (declared.per_second, declared.burst)
+    quota = _round(host, org, bodies, quota=cloudfront_quota)
     speedup = base["seconds"] / worker["seconds"]
     vs_cove = cove["seconds"] / worker["seconds"]
     complete = worker["paths_invalidated"] == entries and not worker["timed_out"]
@@ -433,7 +435,8 @@ def run(host: Host, org: Organisation, *, quick: bool) -> Result:
         f"({latency['baseline']['seconds'] / latency_in_memory['seconds']:.1f}x and "
         f"{latency['botocove']['seconds'] / latency_in_memory['seconds']:.2f}x with the "
         "in-memory ledger). "
-        f"Under CloudFront's quota ({CLOUDFRONT_QUOTA[0]:g}/s/acct): "
+        f"Under CloudFront's quota ({cloudfront_quota[0]:g}/s/acct, burst "
+        f"{cloudfront_quota[1]}): "
         f"{_quota_line(quota, entries)}. "
         f"{_cost_line(worker)}"
     )
@@ -459,7 +462,7 @@ def run(host: Host, org: Organisation, *, quick: bool) -> Result:
             "with_latency_worker_in_memory_ledger": latency_in_memory,
             "speedup_vs_baseline": speedup,
             "speedup_vs_botocove": vs_cove,
-            "cloudfront_quota": CLOUDFRONT_QUOTA,
+            "cloudfront_quota": cloudfront_quota,
             "with_quota": quota,
             "with_latency_speedup_vs_baseline": lat_speedup,
             "with_latency_speedup_vs_botocove": lat_cove,
