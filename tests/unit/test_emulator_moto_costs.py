@@ -93,3 +93,73 @@ def test_a_message_is_received_only_within_its_retention_period(aws: None) -> No
 
     assert expired == []
     assert [m["Body"] for m in retained] == ["body"]
+
+
+def test_a_query_of_the_table_looks_at_its_own_partition_only(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN a table with three partitions of 7 items each (pk, sk)
+    WHEN one partition is queried in pages of 3, newest first, with a filter, then another
+    whole THEN the pages hold exactly that partition's items in range-key order, paged and
+    filtered as DynamoDB does, while moto's item listing never held more than that partition
+    (moto alone lists and sorts all 21 for every Query); a scan still sees all 21."""
+    from moto.dynamodb.models.table import Table  # noqa: PLC0415 - moto internals
+
+    ddb: DynamoDBClient = boto3.client("dynamodb", region_name=REGION)
+    ddb.create_table(
+        TableName="t",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+    )
+    for pk in ("a", "b", "c"):
+        for n in (4, 0, 6, 2, 5, 1, 3):  # written out of order
+            item = {"pk": {"S": pk}, "sk": {"S": f"s{n}"}, "n": {"N": str(n)}}
+            ddb.put_item(TableName="t", Item=item)
+    listed: list[int] = []
+    items_of = Table.all_items
+
+    def listing(self: Any) -> Any:
+        found = items_of(self)
+        listed.append(len(found))
+        return found
+
+    monkeypatch.setattr(Table, "all_items", listing)
+
+    pages: list[list[str]] = []
+    start: dict[str, Any] | None = None
+    while True:
+        extra: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
+        page = ddb.query(
+            TableName="t",
+            KeyConditionExpression="pk = :pk",
+            FilterExpression="n <> :skip",
+            ExpressionAttributeValues={":pk": {"S": "b"}, ":skip": {"N": "3"}},
+            ScanIndexForward=False,
+            Limit=3,
+            ConsistentRead=True,
+            **extra,
+        )
+        pages.append([i["sk"]["S"] for i in page["Items"]])
+        start = page.get("LastEvaluatedKey")
+        if not start:
+            break
+    whole = ddb.query(
+        TableName="t",
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "c"}},
+    )["Items"]
+    query_listings = list(listed)
+    scanned = ddb.scan(TableName="t")["Items"]
+
+    assert pages == [["s6", "s5", "s4"], ["s2", "s1"], ["s0"]]
+    assert [(i["pk"]["S"], i["sk"]["S"]) for i in whole] == [("c", f"s{n}") for n in range(7)]
+    assert query_listings
+    assert max(query_listings) == 7
+    assert len(scanned) == 21

@@ -15,6 +15,10 @@ message. What the benchmarks then measure is the emulator, not the worker. The s
   at most one action per clause, no overlapping paths, no key attribute updated. They do not
   look at the item or the values, so a text that passed them once passes them again; one that
   fails is never remembered, so it fails every time, with moto's own message.
+- **A Query of the table (not of an index) looks at its own partition**: moto lists and sorts
+  every item of the table and keeps those with the hash key asked for, O(table) per Query where
+  DynamoDB's is O(partition); as a ledger table fills over a run, every Query costs more. The
+  partition's items are exactly the ones kept; moto's sort, conditions and paging run as before.
 - **A received message's retention** is read from the queue's ``message_retention_period``
   instead of through ``get_queue_attributes``, which counts every message of the queue three
   times for each attribute asked, once per message received.
@@ -47,6 +51,7 @@ def install() -> None:
         _parse_once()
         _traverse_cheaply()
         _validate_cheaply()
+        _query_the_partition()
         _retention_directly()
         validators.UpdateExpressionValidator.fanout_costs = True  # type: ignore[attr-defined]
 
@@ -138,6 +143,40 @@ def _validate_cheaply() -> None:
 
     cls.__init__ = __init__  # type: ignore[method-assign]
     cls.validate = validate  # type: ignore[method-assign]
+
+
+_QUERYING: Final = threading.local()  # the table and hash key of the Query in progress
+
+
+def _query_the_partition() -> None:
+    from moto.dynamodb.models.table import Table  # noqa: PLC0415
+
+    query, all_items = Table.query, Table.all_items
+
+    @functools.wraps(query)
+    def partition_query(self: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("index_name") or hash_key is None:
+            return query(self, hash_key, *args, **kwargs)
+        _QUERYING.partition = (self, hash_key)
+        try:
+            return query(self, hash_key, *args, **kwargs)
+        finally:
+            _QUERYING.partition = None
+
+    @functools.wraps(all_items)
+    def items_of(self: Table) -> Any:
+        table, hash_key = getattr(_QUERYING, "partition", None) or (None, None)
+        if table is not self:
+            return all_items(self)
+        found = self.items.get(hash_key)
+        if found is None:
+            return []
+        # moto's all_items, for one hash key: an item per range key, or the item itself.
+        partition = list(found.values()) if self.range_key_attr else [found]
+        return sorted(partition, key=lambda x: x.range_key if x.range_key else x.hash_key)
+
+    Table.query = partition_query  # type: ignore[method-assign]
+    Table.all_items = items_of  # type: ignore[method-assign]
 
 
 def _retention_directly() -> None:
