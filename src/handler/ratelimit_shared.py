@@ -24,10 +24,13 @@ Invariants the argument rests on:
    leases (each covers at most ``LEASE_SECONDS`` of the rate, and instances are few): it was
    written by a clock that is wrong, and is replaced by a lease from now (still conditional on
    the tat seen), rather than stopping every instance until that clock's time comes.
-5. The burst's tolerance is ``JITTER_SLACK_SECONDS`` short of the declared one: a request's
-   network latency varies, so calls started exactly on their slots can reach the service closer
-   together by that much and still conform. (A whole token kept back cost every lane's second
-   call a full interval; 50 ms covers the spread of in-region round trips.)
+5. Leases use the burst's tolerance less ``STALE_SECONDS`` and ``JITTER_SLACK_SECONDS``
+   (``lease_tolerance``, at least 0). A slot is used up to ``STALE_SECONDS`` late (3), which
+   can bring two starts that much closer together than their slots; so the starts of every
+   instance conform to the declared burst's tolerance less ``JITTER_SLACK_SECONDS``, and calls
+   may reach the service up to 50 ms closer together than they started and still be within
+   it. Where the declared burst is too small to spare that (burst 1: no tolerance at all),
+   jitter or a late slot can cost a rare throttle, which the lane's backoff absorbs.
 
 The item expires (TTL) a day after its last lease; a missing item is an unused quota.
 """
@@ -52,6 +55,7 @@ __all__ = [
     "STALE_SECONDS",
     "SharedRates",
     "gcra_slots",
+    "lease_tolerance",
 ]
 
 RateKey = tuple[str, str, str]  # account, region (or "global"), api
@@ -59,12 +63,17 @@ RateKey = tuple[str, str, str]  # account, region (or "global"), api
 LEASE_SECONDS: Final = 2.0
 STALE_SECONDS: Final = 0.25
 SKEWED_AHEAD_SECONDS: Final = 120.0
-JITTER_SLACK_SECONDS: Final = 0.05
+JITTER_SLACK_SECONDS: Final = 0.05  # the spread of in-region round trips a lease allows for
 ITEM_TTL_SECONDS: Final = 86_400
 # Compare-and-set attempts of one lease before the call is treated as throttled: each failed
 # attempt means another instance leased in between, and returns the tat it wrote.
 _ATTEMPTS: Final = 16
 _PK: Final = "rate#"
+
+
+def lease_tolerance(per_second: float, burst: int) -> float:
+    """The burst tolerance leases are computed with (invariant 5), in seconds."""
+    return max(0.0, (burst - 1) / per_second - STALE_SECONDS - JITTER_SLACK_SECONDS)
 
 
 def gcra_slots(
@@ -74,12 +83,13 @@ def gcra_slots(
     *,
     per_second: float,
     burst: int,
-    slack: float = 0.0,
+    tolerance: float | None = None,
 ) -> tuple[list[float], float]:
-    """The earliest ``count`` start times from ``now`` that conform to the rate and a burst
-    tolerance ``slack`` seconds short of ``burst``'s, and the tat after them."""
+    """The earliest ``count`` start times from ``now`` that conform to the rate with a burst
+    tolerance of ``tolerance`` seconds (default: ``burst``'s own), and the tat after them."""
     interval = 1.0 / per_second
-    tolerance = max(0.0, (burst - 1) * interval - slack)
+    if tolerance is None:
+        tolerance = (burst - 1) * interval
     current = now if tat is None else tat
     slots: list[float] = []
     start = now
@@ -161,14 +171,15 @@ class SharedRates:
         with self._lock:
             wanted = max(1, self._demand[key])
         count = max(1, min(wanted, int(per_second * LEASE_SECONDS)))
+        tolerance = lease_tolerance(per_second, burst)  # invariant 5
         item_key = {"pk": s(_PK + "#".join(key)), "sk": s("rate")}
         for _ in range(_ATTEMPTS):
             now = self._clock()
             seen = state.tat
             skewed = seen is not None and seen - now > SKEWED_AHEAD_SECONDS  # invariant 4
             base = None if skewed else seen
-            slots, tat = gcra_slots(  # invariant 5: the slack
-                base, now, count, per_second=per_second, burst=burst, slack=JITTER_SLACK_SECONDS
+            slots, tat = gcra_slots(
+                base, now, count, per_second=per_second, burst=burst, tolerance=tolerance
             )
             tat = round(tat, 3)  # stored as n() writes it: the next condition compares equal
             if slots[0] - now > max_wait:

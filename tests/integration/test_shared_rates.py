@@ -18,7 +18,7 @@ import pytest
 
 from fanout.emulator import Emulator, create_ledger_table, fake_session
 from handler.dynamo import Table
-from handler.ratelimit_shared import JITTER_SLACK_SECONDS, SharedRates
+from handler.ratelimit_shared import SharedRates, lease_tolerance
 from tests.unit.test_ratelimit_shared import Clock, conforms
 
 if TYPE_CHECKING:
@@ -53,8 +53,8 @@ def test_instances_racing_for_slots_never_exceed_the_rate_together(
 ) -> None:
     """GIVEN 4 instances, each its own client, and a key at 5/s (burst 5)
     WHEN in each of 12 rounds they all lease 3 slots at once, the clock moving 0-1 s between
-    rounds THEN all 144 slots conform to 5/s with burst 5 less the jitter slack, and none was
-    refused or lost."""
+    rounds THEN all 144 slots conform to 5/s with the lease tolerance (burst 5's, less the
+    lateness and jitter allowances), and none was refused or lost."""
     clock, rng = Clock(), random.Random(11)
     instances = [SharedRates(Table(table, lambda: _client(emulator)), clock) for _ in range(4)]
     taken: list[float] = []
@@ -87,4 +87,4 @@ def test_instances_racing_for_slots_never_exceed_the_rate_together(
 
     assert errors == []
     assert len(taken) == INSTANCES * ROUNDS * PER_ROUND
-    assert conforms(taken, per_second=RATE, burst=BURST, slack=JITTER_SLACK_SECONDS)
+    assert conforms(taken, per_second=RATE, tolerance=lease_tolerance(RATE, BURST))

@@ -26,6 +26,7 @@ from handler.ratelimit_shared import (
     STALE_SECONDS,
     SharedRates,
     gcra_slots,
+    lease_tolerance,
 )
 from tasks.base import RateLimit
 
@@ -34,7 +35,9 @@ if TYPE_CHECKING:
 
 KEY = ("111111111111", "us-east-1", "ssm:SendCommand")
 RATE, BURST = 5.0, 5
-SLACK = JITTER_SLACK_SECONDS  # how much less burst a lease uses, for network jitter
+LEASED = lease_tolerance(RATE, BURST)  # 0.5 s: the burst's 0.8 s less lateness and jitter
+# What the starts of every instance conform to, slots used late included (invariant 5).
+STARTS = (BURST - 1) / RATE - JITTER_SLACK_SECONDS
 
 
 class Clock:
@@ -76,11 +79,10 @@ def ddb() -> Iterator[DynamoDBClient]:
         yield client
 
 
-def conforms(slots: Sequence[float], *, per_second: float, burst: int, slack: float = 0.0) -> bool:
-    """Whether the calls conform to the rate with ``burst``'s tolerance less ``slack`` seconds
+def conforms(slots: Sequence[float], *, per_second: float, tolerance: float) -> bool:
+    """Whether the calls conform to the rate with a burst tolerance of ``tolerance`` seconds
     (GCRA): any ``k`` calls after a first span at least ``k`` intervals less the tolerance."""
     ordered, interval = sorted(slots), 1.0 / per_second
-    tolerance = max(0.0, (burst - 1) * interval - slack)
     return all(
         ordered[j] - ordered[i] >= (j - i) * interval - tolerance - 1e-6
         for i in range(len(ordered))
@@ -110,8 +112,8 @@ def test_instances_interleaving_at_random_never_exceed_the_rate_together(
 ) -> None:
     """GIVEN three instances sharing a key, each expecting lanes of 1 to 8 calls
     WHEN they take 150 slots in a random interleaving while time advances irregularly
-    THEN all of them together conform to 5/s with burst 5, its tolerance 50 ms short (the
-    jitter slack)."""
+    THEN all their starts together conform to 5/s with burst 5, its tolerance 50 ms short (the
+    jitter slack), slots used late included."""
     clock, rng = Clock(), random.Random(7)
     instances = [SharedRates(Table("ledger", lambda: ddb), clock) for _ in range(3)]
     taken: list[float] = []
@@ -123,15 +125,37 @@ def test_instances_interleaving_at_random_never_exceed_the_rate_together(
         clock.now += rng.choice([0.0, 0.01, 0.05, 0.3, 1.5])
 
     assert len(taken) == 150
-    assert conforms(taken, per_second=RATE, burst=BURST, slack=SLACK)
+    assert conforms(taken, per_second=RATE, tolerance=STARTS)
+
+
+def test_a_burst_started_late_still_leaves_the_jitter_slack(ddb: DynamoDBClient) -> None:
+    """GIVEN a lease of 10 slots whose first calls (the burst) start just under STALE_SECONDS
+    late, as on a busy instance, and whose later calls start on time
+    WHEN the calls are made THEN their starts conform to the declared burst's tolerance less
+    the 50 ms jitter slack: the lease left room for the lateness (invariant 5). Leased with the
+    declared tolerance less the jitter alone, six calls would start within 10 ms."""
+    clock = Clock()
+    began, late = clock.now, STALE_SECONDS - 0.01
+    shared = SharedRates(Table("ledger", lambda: ddb), clock)
+    starts: list[float] = []
+    with shared.expect(KEY, 10):
+        for n in range(10):
+            slot = clock.now + shared.slot(KEY, per_second=RATE, burst=BURST, max_wait=600)
+            if n == 0:
+                clock.now = slot + late  # busy: the burst's calls start late, together
+            clock.now = max(clock.now, slot)
+            starts.append(clock.now)
+
+    assert starts[0] - began == pytest.approx(late)
+    assert conforms(starts, per_second=RATE, tolerance=STARTS)
 
 
 def test_instances_asking_at_once_share_the_whole_quota_with_no_gap(ddb: DynamoDBClient) -> None:
     """GIVEN three instances, each with a lane of 10 calls
     WHEN they take their slots in turn at one instant
-    THEN the 30 slots are 4 now, the burst's 5th 50 ms later (the jitter slack), then one every
-    0.2 s: the last 5.05 s out, as one instance alone would get them - the quota is shared, not
-    split."""
+    THEN the 30 slots are those of one GCRA sequence with the lease tolerance (0.5 s): 3 now,
+    then one every 0.2 s from 0.1 s, the last 5.3 s out, as one instance alone would get them -
+    the quota is shared, not split."""
     clock = Clock()
     instances = [SharedRates(Table("ledger", lambda: ddb), clock) for _ in range(3)]
     waits: list[float] = []
@@ -142,9 +166,8 @@ def test_instances_asking_at_once_share_the_whole_quota_with_no_gap(ddb: DynamoD
             for instance in instances:
                 waits.append(instance.slot(KEY, per_second=RATE, burst=BURST, max_wait=600))
 
-    tolerance = (BURST - 1) / RATE - SLACK
     assert sorted(waits) == pytest.approx(
-        [0.0] * (BURST - 1) + [k / RATE - tolerance for k in range(BURST - 1, 30)], abs=1e-3
+        [max(0.0, k / RATE - LEASED) for k in range(30)], abs=1e-3
     )
 
 
@@ -183,10 +206,10 @@ def test_a_lost_race_leases_again_from_the_tat_the_winner_wrote(ddb: DynamoDBCli
 
     a_wait = a.slot(KEY, per_second=RATE, burst=BURST, max_wait=600)
 
-    tolerance = (BURST - 1) / RATE - SLACK  # 0.75 s: B's 4th slot is A's first's 5th
     assert a_table.updates == 2
-    assert b_waits == pytest.approx([0.0, 0.0, 0.0, 4 / RATE - tolerance], abs=1e-3)
-    assert a_wait == pytest.approx(5 / RATE - tolerance, abs=1e-3)
+    # B's slots are the 2nd to 5th of the key's sequence, A's next the 6th.
+    assert b_waits == pytest.approx([max(0.0, k / RATE - LEASED) for k in range(1, 5)], abs=1e-3)
+    assert a_wait == pytest.approx(5 / RATE - LEASED, abs=1e-3)
 
 
 def test_a_slot_further_off_than_the_time_left_is_refused_and_not_leased(
@@ -224,7 +247,7 @@ def test_a_slot_left_unused_is_dropped_not_spent_later_in_a_burst(ddb: DynamoDBC
             used.append(clock.now + shared.slot(KEY, per_second=RATE, burst=BURST, max_wait=600))
 
     assert table.updates == 2
-    assert conforms(used[1:], per_second=RATE, burst=BURST, slack=SLACK)
+    assert conforms(used[1:], per_second=RATE, tolerance=LEASED)
 
 
 def test_a_refused_shared_slot_gives_the_local_token_back(ddb: DynamoDBClient) -> None:
