@@ -50,3 +50,19 @@ def test_cost_per_million_multiplies_each_unit_by_its_price_and_totals() -> None
     assert by_item["total"] == pytest.approx(
         2.0 * PRICES["sqs"].usd_per_million + 4.0 * PRICES["dynamodb:write_units"].usd_per_million
     )
+
+
+def test_events_are_priced_per_entry_not_per_putevents_call() -> None:
+    """GIVEN a round whose 4 completion events went out in 2 PutEvents calls
+    WHEN its units per job are counted THEN EventBridge counts the 4 entries (its price unit)."""
+    round_ = {
+        "paths_invalidated": 8,
+        "invocations": 1,
+        "handler_seconds": 1.0,
+        "sqs_requests": {},
+        "dynamodb_requests": {},
+        "api_calls_by_operation": {"events:PutEvents": 2},
+        "event_entries": 4,
+    }
+
+    assert units_per_job(round_)["events"] == pytest.approx(4 / 8)

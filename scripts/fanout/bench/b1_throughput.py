@@ -182,6 +182,22 @@ def _dynamodb_requests() -> Iterator[Counter[str]]:
         yield counts
 
 
+@contextmanager
+def _event_entries() -> Iterator[Counter[str]]:
+    """EventBridge entries the worker sent (priced per entry; one PutEvents carries several)."""
+    from handler.event_sender import EventSender  # noqa: PLC0415 - after the environment is set
+
+    counts: Counter[str] = Counter()
+    send = EventSender._send
+
+    def counting(self: EventSender, batch: list[Any]) -> None:
+        counts["entries"] += len(batch)
+        send(self, batch)
+
+    with mock.patch.object(EventSender, "_send", counting):
+        yield counts
+
+
 READS: Final = ("get_item", "batch_get_item", "query")
 TRANSACT_ITEMS: Final = "items_in_transactions"  # a count of items, not of requests
 MEMORY_GB: Final = 256 / 1024  # the template's default MemorySize
@@ -217,7 +233,12 @@ def _through_queue(
     org = fresh_queues(org, f"b1-{name}", visibility_timeout=10, max_receive_count=3)
     before = _invalidation_ids(host)
     env = {k: v for k, v in worker_env(org, host.proxy_url).items() if k not in unset}
-    with environment(env, unset=unset), _phases() as phases, _dynamodb_requests() as dynamodb:
+    with (
+        environment(env, unset=unset),
+        _phases() as phases,
+        _dynamodb_requests() as dynamodb,
+        _event_entries() as events,
+    ):
         timed = TimedHandler(handler())
         # Made before the clock starts: the harness's cost, not a contender's. Its requests
         # (publishing, and receiving and deleting as the event source mapping would) count.
@@ -237,6 +258,7 @@ def _through_queue(
         "dynamodb_request_records": _store_cost(dynamodb, "requests", jobs, batches),
         "sqs_requests": dict(sqs_requests),
         "dynamodb_requests": dict(dynamodb),
+        "event_entries": events["entries"],
         "handler_seconds": timed.seconds,
         "invocations": timed.invocations,
         "batch_failures": drained.handler_errors,
@@ -249,7 +271,8 @@ def units_per_job(round_: dict[str, Any]) -> dict[str, float]:
     """The priced units (``fanout.bench.cost``) one job of a worker round used: requests by
     service as counted, DynamoDB write units as one per write and two per item written in a
     transaction (items under 1 KB: a larger item costs one unit per KB), read units as one per
-    read request, Lambda GB-seconds from the handler's measured time at the template's memory."""
+    read request, EventBridge by entry (not by PutEvents call), Lambda GB-seconds from the
+    handler's measured time at the template's memory."""
     jobs = round_["paths_invalidated"] or 1
     calls: dict[str, int] = round_["api_calls_by_operation"]
     dynamodb = Counter(round_["dynamodb_requests"])
@@ -271,7 +294,7 @@ def units_per_job(round_: dict[str, Any]) -> dict[str, float]:
         "sqs": (sum(round_["sqs_requests"].values()) + calls_of("sqs")) / jobs,
         "dynamodb:write_units": (plain_writes + 2 * items) / jobs,
         "dynamodb:read_units": reads / jobs,
-        "events": calls_of("events") / jobs,
+        "events": round_.get("event_entries", calls_of("events")) / jobs,
         "s3:write": calls_of("s3", "PutObject", "CopyObject") / jobs,
         "sts": calls_of("sts") / jobs,
     }
