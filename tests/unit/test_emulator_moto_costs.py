@@ -17,6 +17,7 @@ import pytest
 from moto import mock_aws
 
 from fanout.emulator import moto_costs
+from tests.unit.test_ledger import create_ledger_table
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -106,18 +107,7 @@ def test_a_query_of_the_table_looks_at_its_own_partition_only(
     from moto.dynamodb.models.table import Table  # noqa: PLC0415 - moto internals
 
     ddb: DynamoDBClient = boto3.client("dynamodb", region_name=REGION)
-    ddb.create_table(
-        TableName="t",
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-    )
+    create_ledger_table("t")  # pk and sk, as the ledger's
     for pk in ("a", "b", "c"):
         for n in (4, 0, 6, 2, 5, 1, 3):  # written out of order
             item = {"pk": {"S": pk}, "sk": {"S": f"s{n}"}, "n": {"N": str(n)}}

@@ -29,6 +29,7 @@ from handler.ratelimit_shared import (
     lease_tolerance,
 )
 from tasks.base import RateLimit
+from tests.unit.test_ledger import create_ledger_table
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -64,18 +65,7 @@ class CountingTable(Table):
 def ddb() -> Iterator[DynamoDBClient]:
     with mock_aws():
         client: DynamoDBClient = boto3.client("dynamodb", region_name="us-east-1")
-        client.create_table(
-            TableName="ledger",
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-        )
+        create_ledger_table("ledger")
         yield client
 
 
