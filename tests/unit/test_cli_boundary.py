@@ -14,12 +14,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CLI = ROOT / "scripts" / "fanout"
 ALLOWED = {"handler.api", "handler.app", "tasks", "tasks.registry"}
-# Benchmarks that time the worker's own parts (B1's phases, B5's client cache): they measure
-# the internals by design, and break loudly (mypy, the bench run) when those are reshaped.
+# Benchmarks that time or count the worker's own parts (B1's phases and event entries, B5's
+# client cache): they measure the internals by design, and break loudly (mypy, the bench run)
+# when those are reshaped.
 MEASURES_INTERNALS = {
     "bench/b1_throughput.py": {
         "handler.dispatch",
         "handler.dynamo",
+        "handler.event_sender",
         "handler.ledger_dynamodb",
         "handler.requests_dynamodb",
     },
